@@ -1,0 +1,89 @@
+"""What every exportable component declares: I/O names, dynamic axes, inputs, its torch module.
+
+Declarative in the style of optimum's exporters: ``{0: "batch_size", 1: "sequence_length"}``
+per input and output, used both to export and to prove the dims are dynamic.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from omniforge.sources import ModelConfigs, ModelSource
+
+DynamicAxes = dict[int, str]
+Inputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BenchmarkCase:
+    """One timed shape: ``length`` is the x value of the latency plot."""
+
+    label: str
+    length: int
+    inputs: Inputs
+
+
+class Component(ABC):
+    """One exportable graph of the voice pipeline."""
+
+    name: ClassVar[str]
+    graph_kind: ClassVar[str] = "full-sequence"
+    # The output whose last axis is a vocabulary: parity then also reports top-1 agreement.
+    logits_output: ClassVar[str | None] = None
+    # What the benchmark lengths mean for this component (the plot's x axis).
+    length_name: ClassVar[str] = "sequence_length"
+
+    @abstractmethod
+    def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
+        """Graph inputs in order, each with its dynamic axes."""
+
+    @abstractmethod
+    def output_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
+        """Graph outputs in order, each with the dynamic axes named by this component."""
+
+    @abstractmethod
+    def build_module(self, source: ModelSource) -> nn.Module:
+        """The torch module to export; it takes the inputs as keywords, in ``input_axes`` order."""
+
+    @abstractmethod
+    def make_inputs(self, configs: ModelConfigs, batch: int, length: int, seed: int) -> Inputs:
+        """Seeded example inputs of the given batch size and length (sequence or frames)."""
+
+    @abstractmethod
+    def interface(self, configs: ModelConfigs) -> dict[str, int]:
+        """The fixed (non-dynamic) dims of this component's interface, for the contract."""
+
+    def torch_dynamic_shapes(self, configs: ModelConfigs) -> Any:
+        """``dynamic_shapes`` for torch.onnx.export: one ``Dim`` object per axis name."""
+        import torch
+
+        dims: dict[str, Any] = {}
+        return {
+            name: {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()}
+            for name, axes in self.input_axes(configs).items()
+        }
+
+    def benchmark_cases(
+        self, configs: ModelConfigs, batch: int, lengths: list[int], seed: int
+    ) -> list[BenchmarkCase]:
+        return [
+            BenchmarkCase(f"{self.length_name}={n}", n, self.make_inputs(configs, batch, n, seed))
+            for n in lengths
+        ]
+
+
+def seeded_normal(seed: int, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def text_positions(batch: int, length: int, start: int = 0) -> np.ndarray:
+    """mrope position ids [3, batch, length]: for audio/text-only input the three rows are equal."""
+    row = np.arange(start, start + length, dtype=np.int64)
+    return np.ascontiguousarray(np.broadcast_to(row, (3, batch, length)))

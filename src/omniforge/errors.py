@@ -1,0 +1,21 @@
+"""Errors a user can act on: each message names what is wrong."""
+
+
+class OmniforgeError(Exception):
+    """Base class for errors reported to the user without a traceback."""
+
+
+class ParamsError(OmniforgeError):
+    """params.yaml is malformed: unknown key, wrong type, bad value."""
+
+
+class ContractError(OmniforgeError):
+    """Two artifacts disagree on an interface (dims, vocabulary, id ranges)."""
+
+
+class SourceError(OmniforgeError):
+    """The model source (preset, checkpoint, hub cache) cannot provide what is asked."""
+
+
+class ArtifactError(OmniforgeError):
+    """An artifact on disk is missing, truncated or does not match its recorded hash."""

@@ -1,0 +1,55 @@
+"""Export a component from PyTorch to ONNX (dynamo exporter), weights as external data."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from omniforge.components import Component
+from omniforge.onnx_io import atomic_directory, check_artifact, save_model, strip_metadata
+from omniforge.params import ExportParams
+from omniforge.sources import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+def export_component(
+    component: Component, source: ModelSource, out_dir: Path, params: ExportParams
+) -> Path:
+    """Export ``component`` into ``out_dir`` (replaced atomically). Returns the model path."""
+    started = time.perf_counter()
+    module = component.build_module(source)
+    log.info("%s: module built in %.1fs", component.name, time.perf_counter() - started)
+    example = {
+        name: torch.from_numpy(array)
+        for name, array in component.make_inputs(
+            source.configs, params.example_batch, params.example_length, seed=0
+        ).items()
+    }
+    started = time.perf_counter()
+    log.info("%s: exporting with the dynamo exporter (opset %d)", component.name, params.opset)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            args=(),
+            kwargs=example,
+            dynamo=True,
+            input_names=list(component.input_axes(source.configs)),
+            output_names=list(component.output_axes(source.configs)),
+            dynamic_shapes=component.torch_dynamic_shapes(source.configs),
+            opset_version=params.opset,
+            optimize=True,
+            verbose=False,
+        )
+    del module
+    proto = program.model_proto
+    del program
+    strip_metadata(proto)
+    log.info("%s: exported in %.1fs", component.name, time.perf_counter() - started)
+    with atomic_directory(out_dir) as tmp:
+        save_model(proto, tmp)
+        check_artifact(tmp)
+    return Path(out_dir)

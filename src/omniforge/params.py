@@ -1,0 +1,202 @@
+"""Typed params: one model per params.yaml section, unknown keys rejected.
+
+Every stage reads params.yaml through :func:`load_params` before it touches an output, so a
+typo fails at once with a message that names the key (``quantize.int4.blok_size``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from omniforge.errors import ParamsError
+
+PresetName = Literal["tiny", "lite", "qwen2.5-omni-3b", "qwen2.5-omni-7b"]
+VariantName = Literal["fp32", "int8", "int4"]
+VARIANTS: tuple[str, ...] = ("fp32", "int8", "int4")
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ModelParams(Section):
+    """Where the weights come from."""
+
+    source: Literal["synthetic", "pretrained"] = "synthetic"
+    preset: PresetName = "lite"
+    seed: int = 0
+    # pretrained only: a local checkpoint directory, or a hub id found in the local hub cache.
+    path: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> ModelParams:
+        if self.source == "pretrained" and not (self.path or self.hub_id):
+            raise ValueError("model.source 'pretrained' needs model.path or model.hub_id")
+        if self.source == "pretrained" and self.path and self.hub_id:
+            raise ValueError("give model.path or model.hub_id, not both")
+        return self
+
+
+class Token2WavParams(Section):
+    # None: the model's own Token2Wav config; otherwise a JSON file (or a .pt state dict).
+    metadata: str | None = None
+
+
+class ExportParams(Section):
+    opset: int = Field(default=20, ge=18)
+    # Example sizes used for tracing. Sizes 0 and 1 get specialised by torch.export,
+    # so both must be >= 2 for the dims to stay dynamic.
+    example_batch: int = Field(default=2, ge=2)
+    example_length: int = Field(default=8, ge=2)
+
+
+class SimplifyParams(Section):
+    # onnxsim's own random-input checks; validate does the real parity against PyTorch.
+    check_n: int = Field(default=0, ge=0)
+
+
+class Int8Params(Section):
+    per_channel: bool = True
+    # reduce_range: 7-bit weights, the documented remedy for U8S8 saturation on AVX2 without VNNI.
+    reduce_range: bool = False
+
+
+class Int4Params(Section):
+    block_size: Literal[16, 32, 64, 128, 256] = 32
+    # 4 = int8 activations in the MatMulNBits kernel: the fast path on CPU.
+    accuracy_level: Literal[0, 1, 2, 3, 4] = 4
+    symmetric: bool = True
+
+
+class QuantizeParams(Section):
+    int8: Int8Params = Int8Params()
+    int4: Int4Params = Int4Params()
+
+
+class Shape(Section):
+    batch: PositiveInt
+    length: PositiveInt
+
+
+class ValidateParams(Section):
+    seed: int = 1234
+    # Two or more shapes per component: parity is checked on each, and running them all
+    # proves the declared dynamic dims are really dynamic.
+    shapes: dict[str, list[Shape]] = {
+        "talker": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
+        "projection": [Shape(batch=2, length=64), Shape(batch=3, length=31)],
+    }
+
+    @field_validator("shapes")
+    @classmethod
+    def _two_distinct_shapes(cls, shapes: dict[str, list[Shape]]) -> dict[str, list[Shape]]:
+        for component, items in shapes.items():
+            batches = {s.batch for s in items}
+            lengths = {s.length for s in items}
+            if len(batches) < 2 or len(lengths) < 2:
+                raise ValueError(
+                    f"validate.shapes.{component} needs two shapes that differ in batch and length "
+                    "to prove both dims are dynamic"
+                )
+        return shapes
+
+
+class BenchmarkParams(Section):
+    threads: PositiveInt = 2
+    warmup: int = Field(default=3, ge=0)
+    iterations: PositiveInt = 20
+    load_repeats: PositiveInt = 3
+    batch: PositiveInt = 1
+    lengths: dict[str, list[PositiveInt]] = {
+        "talker": [16, 64, 256],
+        "projection": [100, 500, 1500],
+    }
+    compare_torch: bool = True
+
+
+class Gate(Section):
+    """Thresholds a variant must meet to be published; None disables a check."""
+
+    min_cosine: float | None = None
+    max_abs_error: float | None = None
+    min_top1_agreement: float | None = Field(default=None, ge=0, le=1)
+    # Budget for the median latency at the largest benchmarked length.
+    max_p50_ms: float | None = None
+
+
+class PublishParams(Section):
+    gates: dict[VariantName, Gate] = {
+        "fp32": Gate(min_cosine=0.99999, max_abs_error=1e-3, min_top1_agreement=0.99),
+        "int8": Gate(min_cosine=0.99, min_top1_agreement=0.5),
+        "int4": Gate(min_cosine=0.97, min_top1_agreement=0.3),
+    }
+
+
+class Params(Section):
+    components: list[Literal["talker", "projection"]] = ["talker", "projection"]
+    model: ModelParams = ModelParams()
+    token2wav: Token2WavParams = Token2WavParams()
+    export: ExportParams = ExportParams()
+    simplify: SimplifyParams = SimplifyParams()
+    quantize: QuantizeParams = QuantizeParams()
+    # "validate" would shadow pydantic's BaseModel.validate: the field is validate_ in code.
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    benchmark: BenchmarkParams = BenchmarkParams()
+    publish: PublishParams = PublishParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _known_components(self) -> Params:
+        known = set(self.components)
+        for section, mapping in (
+            ("validate.shapes", self.validate_.shapes),
+            ("benchmark.lengths", self.benchmark.lengths),
+        ):
+            for name in mapping:
+                if name not in known:
+                    raise ValueError(f"{section}.{name}: unknown component (known: {sorted(known)})")
+            for name in known - set(mapping):
+                raise ValueError(f"{section} has no entry for component '{name}'")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid params"]
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(_format_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, str(path))

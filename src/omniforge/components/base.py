@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -69,6 +70,18 @@ class Component(ABC):
             name: {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()}
             for name, axes in self.input_axes(configs).items()
         }
+
+    def extra_validation(
+        self, source: ModelSource, model_dir: Path, variant: str, seed: int
+    ) -> dict[str, Any]:
+        """Checks beyond output parity (e.g. generation through the graph); returns metrics."""
+        return {}
+
+    def extra_benchmark(
+        self, source: ModelSource, model_dir: Path, variant: str, threads: int
+    ) -> dict[str, Any]:
+        """Timings beyond the per-shape latency (e.g. decode steps); returns metrics."""
+        return {}
 
     def benchmark_cases(
         self, configs: ModelConfigs, batch: int, lengths: list[int], seed: int

@@ -9,7 +9,14 @@ from pathlib import Path
 import torch
 
 from omniforge.components import Component
-from omniforge.onnx_io import atomic_directory, check_artifact, save_model, strip_metadata
+from omniforge.onnx_io import (
+    SOURCE_FILENAME,
+    atomic_directory,
+    check_artifact,
+    save_model,
+    strip_metadata,
+    write_json,
+)
 from omniforge.params import ExportParams
 from omniforge.sources import ModelSource
 
@@ -52,4 +59,7 @@ def export_component(
     with atomic_directory(out_dir) as tmp:
         save_model(proto, tmp)
         check_artifact(tmp)
+        # Where the weights came from, for the manifest. Nothing time-dependent goes in
+        # here: the directory's hash must reproduce.
+        write_json(tmp / SOURCE_FILENAME, source.record())
     return Path(out_dir)

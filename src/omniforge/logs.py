@@ -1,20 +1,21 @@
-"""Logging for stage entry points: progress on stderr, chatty third-party loggers quieted."""
+"""Logging for stage entry points: omniforge's progress on stderr, third-party chatter quieted."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 
-NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export")
-
 
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # The root logger stays at WARNING: onnxruntime's quantizer and the exporter log
+    # every node at INFO through it.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("omniforge").setLevel(level)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    warnings.filterwarnings("ignore", category=UserWarning)
     try:
         from transformers.utils import logging as hf_logging
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILENAME = "model.onnx"
 DATA_FILENAME = "model.onnx.data"
+# Written beside an exported graph: the model source's record, for the manifest.
+SOURCE_FILENAME = "source.json"
 # Tensors at or above this size go to the external data file.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1024
 

@@ -162,7 +162,9 @@ class Params(Section):
         ):
             for name in mapping:
                 if name not in known:
-                    raise ValueError(f"{section}.{name}: unknown component (known: {sorted(known)})")
+                    raise ValueError(
+                        f"{section}.{name}: unknown component (known: {sorted(known)})"
+                    )
             for name in known - set(mapping):
                 raise ValueError(f"{section} has no entry for component '{name}'")
         return self

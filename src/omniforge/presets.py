@@ -43,7 +43,9 @@ PRESETS: dict[str, PresetDims] = {
     # The 3B talker body dims are not confirmed; they are taken equal to the 7B's.
     "qwen2.5-omni-3b": PresetDims(2048, 896, 24, 12, 4, 128, 18944, (16, 24, 24), 1280),
     # For tests: small everywhere, but the real codec vocabulary and control ids.
-    "tiny": PresetDims(64, 32, 2, 4, 2, 8, 64, (2, 1, 1), 32, audio_mel_bins=16, audio_heads=4, audio_ffn=64),
+    "tiny": PresetDims(
+        64, 32, 2, 4, 2, 8, 64, (2, 1, 1), 32, audio_mel_bins=16, audio_heads=4, audio_ffn=64
+    ),
 }
 
 
@@ -51,7 +53,9 @@ def preset_dims(name: str) -> PresetDims:
     try:
         return PRESETS[name]
     except KeyError:
-        raise SourceError(f"model.preset '{name}': unknown preset (known: {sorted(PRESETS)})") from None
+        raise SourceError(
+            f"model.preset '{name}': unknown preset (known: {sorted(PRESETS)})"
+        ) from None
 
 
 def talker_config_kwargs(dims: PresetDims) -> dict[str, Any]:

@@ -67,7 +67,10 @@ class Component(ABC):
 
         dims: dict[str, Any] = {}
         return {
-            name: {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()}
+            name: {
+                axis: dims.setdefault(label, torch.export.Dim(label))
+                for axis, label in axes.items()
+            }
             for name, axes in self.input_axes(configs).items()
         }
 

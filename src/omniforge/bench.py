@@ -1,0 +1,211 @@
+"""The latency harness: every variant and PyTorch eager on the same shapes, in one run.
+
+Each contender runs in a fresh child process, so its peak RSS is its own and one
+variant's allocations do not slow the next.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import multiprocessing
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniforge.components.base import BenchmarkCase
+from omniforge.onnx_io import artifact_bytes
+
+log = logging.getLogger(__name__)
+
+# Qwen2.5-Omni's codec runs at 50 codes per second of audio (two mel frames per code,
+# 240 samples per frame at 24 kHz).
+CODES_PER_SECOND = 50
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    threads: int
+    warmup: int
+    iterations: int
+    load_repeats: int
+
+
+def summarize(samples_s: list[float]) -> dict[str, float]:
+    """P50/P95/max of a list of seconds, in milliseconds."""
+    ordered = sorted(samples_s)
+    p95_index = min(len(ordered) - 1, max(0, int(np.ceil(0.95 * len(ordered))) - 1))
+    return {
+        "p50_ms": statistics.median(ordered) * 1e3,
+        "p95_ms": ordered[p95_index] * 1e3,
+        "max_ms": ordered[-1] * 1e3,
+    }
+
+
+def time_calls(call: Callable[[], Any], warmup: int, iterations: int) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return summarize(samples)
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _bench_onnx(model_dir: str, cases: list[BenchmarkCase], plan: TimingPlan) -> dict[str, Any]:
+    from omniforge.parity import open_session
+
+    baseline = _current_rss_mb()
+    load_times = []
+    session = None
+    for _ in range(plan.load_repeats):
+        del session
+        started = time.perf_counter()
+        session = open_session(Path(model_dir), threads=plan.threads)
+        load_times.append(time.perf_counter() - started)
+    names = [o.name for o in session.get_outputs()]
+    latency = {}
+    for case in cases:
+        log.info("  %s: %s", Path(model_dir).name, case.label)
+        inputs = case.inputs
+        latency[case.label] = time_calls(
+            lambda inputs=inputs: session.run(names, inputs), plan.warmup, plan.iterations
+        )
+    return {
+        "load_s": statistics.median(load_times),
+        "latency": latency,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_load_mb": baseline,
+    }
+
+
+def _bench_torch(
+    component_name: str, model_params: dict[str, Any], cases: list[BenchmarkCase], plan: TimingPlan
+) -> dict[str, Any]:
+    import torch
+
+    from omniforge.components import get_component
+    from omniforge.params import ModelParams
+    from omniforge.sources import open_source
+
+    torch.set_num_threads(plan.threads)
+    baseline = _current_rss_mb()
+    started = time.perf_counter()
+    component = get_component(component_name)
+    module = component.build_module(open_source(ModelParams.model_validate(model_params)))
+    load_s = time.perf_counter() - started
+    latency = {}
+    for case in cases:
+        log.info("  torch: %s", case.label)
+        tensors = {name: torch.from_numpy(array) for name, array in case.inputs.items()}
+
+        def call(tensors: dict[str, Any] = tensors) -> None:
+            with torch.inference_mode():
+                module(**tensors)
+
+        latency[case.label] = time_calls(call, plan.warmup, plan.iterations)
+    return {
+        "load_s": load_s,
+        "latency": latency,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_load_mb": baseline,
+    }
+
+
+def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    from omniforge.logs import setup_logging
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=setup_logging) as pool:
+        return pool.submit(function, *args).result()
+
+
+def codec_rates(case: BenchmarkCase, p50_ms: float, batch: int) -> dict[str, float]:
+    """Tokens per second and real-time factor of producing ``case.length`` codes per row."""
+    seconds = p50_ms / 1e3
+    return {
+        "tokens_per_s": batch * case.length / seconds,
+        "real_time_factor": seconds / (case.length / CODES_PER_SECOND),
+    }
+
+
+def benchmark_component(
+    component_name: str,
+    model_params: dict[str, Any],
+    variant_dirs: dict[str, Path],
+    cases: list[BenchmarkCase],
+    plan: TimingPlan,
+    batch: int,
+    compare_torch: bool,
+    emits_codes: bool,
+) -> dict[str, Any]:
+    """Size, load time, latency and peak RSS of every variant, beside PyTorch eager."""
+    report: dict[str, Any] = {
+        "threads": plan.threads,
+        "iterations": plan.iterations,
+        "batch": batch,
+    }
+    torch_latency: dict[str, dict[str, float]] = {}
+    if compare_torch:
+        log.info("%s: timing PyTorch eager", component_name)
+        report["torch"] = _in_child(_bench_torch, component_name, model_params, cases, plan)
+        torch_latency = report["torch"]["latency"]
+    for variant, directory in variant_dirs.items():
+        log.info("%s: timing %s", component_name, variant)
+        figures = _in_child(_bench_onnx, str(directory), cases, plan)
+        figures["size"] = artifact_bytes(directory)
+        if torch_latency:
+            figures["speedup_vs_torch"] = {
+                label: torch_latency[label]["p50_ms"] / timing["p50_ms"]
+                for label, timing in figures["latency"].items()
+            }
+        if emits_codes:
+            figures["rates"] = {
+                case.label: codec_rates(case, figures["latency"][case.label]["p50_ms"], batch)
+                for case in cases
+            }
+        report[variant] = figures
+    return report
+
+
+def latency_table(
+    report: dict[str, Any], cases: list[BenchmarkCase], length_name: str
+) -> list[dict[str, Any]]:
+    """Rows of P50 latency per length, one column per contender: the latency plot's data."""
+    contenders = [k for k, v in report.items() if isinstance(v, dict) and "latency" in v]
+    return [
+        {length_name: case.length}
+        | {
+            f"{name}_p50_ms": round(report[name]["latency"][case.label]["p50_ms"], 4)
+            for name in contenders
+        }
+        for case in cases
+    ]
+
+
+def write_latency_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

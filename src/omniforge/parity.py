@@ -1,0 +1,81 @@
+"""Numeric parity of ONNX variants against the PyTorch module on the same seeded inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from omniforge.components.base import Inputs
+from omniforge.onnx_io import model_path
+
+
+def open_session(model_dir: Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session for an artifact directory.
+
+    One thread by default: reductions split over threads round differently, and parity
+    figures should not depend on the machine's core count. Benchmarks pass their own.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(
+        str(model_path(model_dir)), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def run_torch(module: nn.Module, inputs: Inputs, output_names: list[str]) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        result = module(**{name: torch.from_numpy(array) for name, array in inputs.items()})
+    if isinstance(result, torch.Tensor):
+        result = (result,)
+    return {name: tensor.float().numpy() for name, tensor in zip(output_names, result, strict=True)}
+
+
+def run_onnx(session: Any, inputs: Inputs) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, is_logits: bool) -> dict[str, float]:
+    """Max/mean abs error and cosine similarity; for logits also top-1 (argmax) agreement."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"shape mismatch: torch {reference.shape} vs onnx {candidate.shape}")
+    ref = reference.astype(np.float64).ravel()
+    cand = candidate.astype(np.float64).ravel()
+    diff = np.abs(ref - cand)
+    denominator = np.linalg.norm(ref) * np.linalg.norm(cand)
+    result = {
+        "max_abs_error": float(diff.max(initial=0.0)),
+        "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
+        "cosine": float(ref @ cand / denominator)
+        if denominator > 0
+        else float(np.array_equal(ref, cand)),
+    }
+    if is_logits:
+        result["top1_agreement"] = float(
+            np.mean(reference.argmax(axis=-1) == candidate.argmax(axis=-1))
+        )
+    return result
+
+
+def worst_case(per_shape: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """The worst figure of each kind over every shape and output: what the gates act on."""
+    worst: dict[str, float] = {}
+    for outputs in per_shape.values():
+        for figures in outputs.values():
+            for key, value in figures.items():
+                higher_is_worse = key.endswith("error")
+                if key not in worst:
+                    worst[key] = value
+                else:
+                    worst[key] = (
+                        max(worst[key], value) if higher_is_worse else min(worst[key], value)
+                    )
+    return worst

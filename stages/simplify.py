@@ -1,0 +1,19 @@
+"""DVC stage: simplify an exported graph with onnxsim (the fp32 variant)."""
+
+import argparse
+from pathlib import Path
+
+from omniforge.cli import run_stage
+from omniforge.params import Params
+from omniforge.simplify import simplify_artifact
+
+
+def main(args: argparse.Namespace, params: Params) -> None:
+    simplify_artifact(Path(args.src), Path(args.out), params.simplify)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--src", required=True, help="exported artifact directory")
+    parser.add_argument("--out", required=True, help="simplified artifact directory to write")
+    run_stage(main, parser)

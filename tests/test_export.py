@@ -22,6 +22,13 @@ def test_export_is_byte_identical_for_the_same_params(tmp_path: Path, tiny_varia
     assert {r.name: r.sha256 for r in artifact_files(again)} == first
 
 
+def test_export_strips_the_exporters_stack_traces(tiny_variants: dict) -> None:
+    model = onnx.load(str(tiny_variants["talker-export"] / "model.onnx"), load_external_data=False)
+    assert all(not node.metadata_props for node in model.graph.node)
+    assert not model.graph.metadata_props
+    assert b".py" not in (tiny_variants["talker-export"] / "model.onnx").read_bytes()
+
+
 def test_a_different_seed_gives_different_weights(tmp_path: Path, tiny_variants: dict) -> None:
     other = export_component(
         get_component("projection"), SyntheticSource("tiny", 1), tmp_path / "seed1", ExportParams()

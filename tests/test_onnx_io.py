@@ -14,7 +14,6 @@ from omniforge.onnx_io import (
     check_artifact,
     graph_signature,
     save_model,
-    strip_metadata,
 )
 
 
@@ -23,7 +22,6 @@ def _small_model() -> onnx.ModelProto:
 
     weight = numpy_helper.from_array(np.arange(64 * 32, dtype=np.float32).reshape(64, 32), "weight")
     node = helper.make_node("MatMul", ["x", "weight"], ["y"], name="mm")
-    helper.set_metadata_props(node, {"pkg.torch.onnx.stack_trace": "/some/checkout/path.py:1"})
     graph = helper.make_graph(
         [node],
         "g",
@@ -75,13 +73,6 @@ def test_check_artifact_catches_missing_data(tmp_path: Path) -> None:
     (tmp_path / DATA_FILENAME).unlink()
     with pytest.raises(ArtifactError, match="model.onnx.data"):
         check_artifact(tmp_path)
-
-
-def test_strip_metadata_removes_stack_traces() -> None:
-    model = _small_model()
-    strip_metadata(model)
-    assert not model.graph.node[0].metadata_props
-    assert b"/some/checkout" not in model.SerializeToString()
 
 
 def test_graph_signature_reads_symbolic_shapes(tmp_path: Path) -> None:

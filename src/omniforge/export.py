@@ -13,8 +13,8 @@ from omniforge.onnx_io import (
     SOURCE_FILENAME,
     atomic_directory,
     check_artifact,
-    save_model,
-    strip_metadata,
+    save_ir_model,
+    strip_ir_metadata,
     write_json,
 )
 from omniforge.params import ExportParams
@@ -51,13 +51,10 @@ def export_component(
             optimize=True,
             verbose=False,
         )
-    del module
-    proto = program.model_proto
-    del program
-    strip_metadata(proto)
+    strip_ir_metadata(program.model)
     log.info("%s: exported in %.1fs", component.name, time.perf_counter() - started)
     with atomic_directory(out_dir) as tmp:
-        save_model(proto, tmp)
+        save_ir_model(program.model, tmp)
         check_artifact(tmp)
         # Where the weights came from, for the manifest. Nothing time-dependent goes in
         # here: the directory's hash must reproduce.

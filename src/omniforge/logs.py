@@ -13,6 +13,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("omniforge").setLevel(level)
+    # "torchvision is not installed" warnings from the exporter's op registry.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)

@@ -8,17 +8,13 @@ from omniforge.components import get_component
 from omniforge.onnx_io import write_json
 from omniforge.params import VARIANTS, Params
 from omniforge.sources import open_source
-from omniforge.token2wav import from_config, from_json
+from omniforge.token2wav import resolve_metadata
 from omniforge.validate import validate_component
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
     source = open_source(params.model)
-    token2wav = (
-        from_json(params.token2wav.metadata)
-        if params.token2wav.metadata
-        else from_config(source.configs.token2wav)
-    )
+    token2wav = resolve_metadata(source.token2wav_metadata(), params.token2wav.metadata)
     root = Path(args.variants_root)
     fp32_dirs = {name: variant_dir(root, name, "fp32") for name in params.components}
     report = {"token2wav": token2wav.as_dict()}

@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,32 +32,38 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
     return result
 
 
-def _tiny_params(path: Path) -> None:
-    params = yaml.safe_load(path.read_text())
-    params["model"]["preset"] = "tiny"
-    params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
-    params["benchmark"]["lengths"] = {"talker": [8, 16], "projection": [20, 40]}
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+def _small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def edit(params: dict[str, Any]) -> None:
+        params["model"].update(model)
+        params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
+        params["benchmark"]["lengths"] = {"talker": [8, 16], "projection": [20, 40]}
+
+    return edit
+
+
+def make_project(root: Path, edit_params: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of this project in a fresh git repository, params edited, after `dvc repro`."""
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(source, root / name, ignore=ignore)
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    edit_params(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"], root)
+    _run(["dvc", "repro"], root)
+    return root
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(
-                source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-            )
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    _tiny_params(root / "params.yaml")
-    _run(["git", "init", "-q"], root)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
-    _run(["dvc", "repro"], root)
-    return root
+    return make_project(tmp_path_factory.mktemp("project"), _small_run_params({"preset": "tiny"}))
 
 
 def test_repro_publishes_artifacts_matching_the_manifest(project: Path) -> None:
@@ -117,3 +125,74 @@ def test_changing_a_quantize_param_reruns_only_what_it_affects(project: Path) ->
     )
     diff = _run(["dvc", "metrics", "diff"], project).stdout
     assert "int4" in diff
+
+
+@pytest.fixture(scope="module")
+def omni() -> Any:
+    from tiny_omni import build_tiny_omni
+
+    return build_tiny_omni(seed=3)
+
+
+@pytest.fixture(scope="module")
+def pretrained_project(tmp_path_factory: pytest.TempPathFactory, omni: Any) -> Path:
+    from tiny_omni import save_checkpoint
+
+    checkpoint = save_checkpoint(omni, tmp_path_factory.mktemp("checkpoint") / "tiny-omni")
+    model = {"source": "pretrained", "path": str(checkpoint), "dvc_dep": str(checkpoint)}
+    edit = _small_run_params(model)
+
+    def edit_params(params: dict[str, Any]) -> None:
+        edit(params)
+        params["benchmark"]["compare_torch"] = False
+
+    return make_project(tmp_path_factory.mktemp("pretrained"), edit_params)
+
+
+def test_pipeline_on_a_sharded_checkpoint_matches_the_models_own_modules(
+    pretrained_project: Path, omni: Any
+) -> None:
+    import numpy as np
+    import torch
+    from tiny_omni import audio_tower, tower_tail
+
+    from omniforge.registry import load_session
+
+    published = pretrained_project / "models" / "published"
+    manifest = load_manifest(published)
+    source = manifest["artifacts"][0]["source"]
+    assert source["kind"] == "pretrained"
+    assert len(source["shards"]) >= 1 and all(len(s["sha256"]) == 64 for s in source["shards"])
+
+    rng = np.random.default_rng(0)
+    embeds = rng.standard_normal((2, 9, 64)).astype(np.float32)
+    positions = np.broadcast_to(np.arange(9), (3, 2, 9)).astype(np.int64).copy()
+    talker = load_session(published, "talker", "fp32")
+    (logits,) = talker.run(None, {"inputs_embeds": embeds, "position_ids": positions})
+    with torch.no_grad():
+        expected = omni.talker(
+            inputs_embeds=torch.from_numpy(embeds), position_ids=torch.from_numpy(positions)
+        ).logits.numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+    features = rng.standard_normal((2, 12, 32)).astype(np.float32)
+    projection = load_session(published, "projection", "fp32")
+    (embeds_out,) = projection.run(None, {"audio_features": features})
+    expected = tower_tail(audio_tower(omni), torch.from_numpy(features)).numpy()
+    np.testing.assert_allclose(embeds_out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_changed_weights_make_the_export_stale(pretrained_project: Path) -> None:
+    checkpoint = Path(
+        yaml.safe_load((pretrained_project / "params.yaml").read_text())["model"]["path"]
+    )
+    assert "up to date" in _run(["dvc", "status"], pretrained_project).stdout
+    shard = sorted(checkpoint.glob("*.safetensors"))[-1]
+    shard.touch()
+    with shard.open("r+b") as handle:  # flip a byte past the header: new weights, same shape
+        handle.seek(-8, 2)
+        byte = handle.read(1)
+        handle.seek(-8, 2)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    status = _run(["dvc", "status"], pretrained_project).stdout
+    assert "export@talker" in status and "modified" in status

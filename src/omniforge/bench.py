@@ -61,7 +61,14 @@ def time_calls(call: Callable[[], Any], warmup: int, iterations: int) -> dict[st
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux.
+    """This process's peak RSS. VmHWM belongs to the process image: ru_maxrss would carry the
+    parent's peak over fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -150,9 +150,8 @@ def save_ir_model(model: Any, directory: Path) -> Path:
     if (directory / DATA_FILENAME).exists():
         raise ArtifactError(f"{directory / DATA_FILENAME} exists: onnx would append to it")
     target = directory / MODEL_FILENAME
-    onnx_ir.save(
-        model, target, external_data=DATA_FILENAME, size_threshold_bytes=EXTERNAL_DATA_THRESHOLD_BYTES
-    )
+    threshold = EXTERNAL_DATA_THRESHOLD_BYTES
+    onnx_ir.save(model, target, external_data=DATA_FILENAME, size_threshold_bytes=threshold)
     return target
 
 

@@ -34,6 +34,9 @@ class ModelParams(Section):
     path: str | None = None
     hub_id: str | None = None
     revision: str | None = None
+    # The path DVC hashes for the weights (dvc.yaml cannot template a null dependency):
+    # set it to model.path for a local checkpoint; presets.py pins a synthetic model.
+    dvc_dep: str = "src/omniforge/presets.py"
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelParams:
@@ -45,7 +48,8 @@ class ModelParams(Section):
 
 
 class Token2WavParams(Section):
-    # None: the model's own Token2Wav config; otherwise a JSON file (or a .pt state dict).
+    # A JSON or PyTorch (.pt) file checked against the model's own Token2Wav config;
+    # None: the model's config alone.
     metadata: str | None = None
 
 

@@ -21,6 +21,7 @@ from omniforge.presets import (
     talker_config_kwargs,
     token2wav_config_kwargs,
 )
+from omniforge.token2wav import Token2WavMetadata, from_config
 
 if TYPE_CHECKING:
     from transformers import (
@@ -66,6 +67,8 @@ class ModelSource(Protocol):
     def audio_head(self) -> AudioHead: ...
 
     def record(self) -> dict[str, Any]: ...
+
+    def token2wav_metadata(self) -> Token2WavMetadata: ...
 
 
 def _eval_fp32(module: nn.Module) -> nn.Module:
@@ -125,13 +128,20 @@ class SyntheticSource:
     def record(self) -> dict[str, Any]:
         return {"kind": "synthetic", "preset": self.preset, "seed": self.seed}
 
+    def token2wav_metadata(self) -> Token2WavMetadata:
+        return from_config(self.configs.token2wav, f"preset {self.preset} token2wav config")
+
 
 def open_source(params: ModelParams) -> ModelSource:
     """The model source that params describe."""
     if params.source == "synthetic":
         return SyntheticSource(params.preset, params.seed)
     if params.source == "pretrained":
-        from omniforge.checkpoint import PretrainedSource
+        from omniforge.checkpoint import PretrainedSource, check_dvc_dependency
 
-        return PretrainedSource.open(params)
+        source = PretrainedSource.open(params)  # config and index only
+        # Before any weights are read: DVC must hash the checkpoint, or new weights
+        # would pass unnoticed with the old artifacts reported up to date.
+        check_dvc_dependency(params, params.dvc_dep)
+        return source
     raise SourceError(f"model.source '{params.source}': unknown source")

@@ -3,7 +3,14 @@
 import argparse
 from pathlib import Path
 
-from omniforge.bench import TimingPlan, benchmark_component, latency_table, write_latency_csv
+from omniforge.bench import (
+    TimingPlan,
+    benchmark_component,
+    latency_table,
+    merge_rows,
+    pop_decode_table,
+    write_latency_csv,
+)
 from omniforge.cli import run_stage, variant_dir
 from omniforge.components import get_component
 from omniforge.onnx_io import write_json
@@ -13,7 +20,7 @@ from omniforge.sources import open_source
 
 def main(args: argparse.Namespace, params: Params) -> None:
     settings = params.benchmark
-    component = get_component(args.component)
+    component = get_component(args.component).configure_from(params)
     configs = open_source(params.model).configs
     cases = component.benchmark_cases(
         configs, settings.batch, settings.lengths[component.name], seed=params.validate_.seed
@@ -21,16 +28,18 @@ def main(args: argparse.Namespace, params: Params) -> None:
     variant_dirs = {v: variant_dir(Path(args.variants_root), component.name, v) for v in VARIANTS}
     report = benchmark_component(
         component.name,
-        params.model.model_dump(),
+        params.as_dict(),
         variant_dirs,
         cases,
         TimingPlan(settings.threads, settings.warmup, settings.iterations, settings.load_repeats),
         settings.batch,
         settings.compare_torch,
-        emits_codes=component.logits_output is not None,
+        emits_codes=component.logits_output is not None and component.graph_kind == "full-sequence",
     )
+    decode_rows = pop_decode_table(report)
     write_json(Path(args.out), report)
-    write_latency_csv(Path(args.plot), latency_table(report, cases, component.length_name))
+    rows = latency_table(report, cases, component.length_name)
+    write_latency_csv(Path(args.plot), merge_rows(rows, decode_rows, component.length_name))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def main(args: argparse.Namespace, params: Params) -> None:
     report = {"token2wav": token2wav.as_dict()}
     for name in params.components:
         report[name] = validate_component(
-            get_component(name),
+            get_component(name).configure_from(params),
             source,
             {variant: variant_dir(root, name, variant) for variant in VARIANTS},
             {peer: path for peer, path in fp32_dirs.items() if peer != name},

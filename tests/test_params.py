@@ -50,10 +50,21 @@ def test_validate_shapes_must_differ_in_every_dynamic_axis() -> None:
 
 
 def test_every_component_needs_benchmark_lengths() -> None:
+    lengths = {"talker": [8], "projection": [8]}
     with pytest.raises(
-        ParamsError, match="benchmark.lengths has no entry for component 'projection'"
+        ParamsError, match="benchmark.lengths has no entry for component 'talker_kv'"
     ):
-        parse_params({"benchmark": {"lengths": {"talker": [8]}}})
+        parse_params({"benchmark": {"lengths": lengths}})
+
+
+def test_entries_for_components_not_built_are_ignored_but_unknown_ones_fail() -> None:
+    assert parse_params({"components": ["talker", "projection"]}).components == [
+        "talker",
+        "projection",
+    ]
+    lengths = {"talker": [8], "talker_kv": [8], "projection": [8], "encoder": [8]}
+    with pytest.raises(ParamsError, match="benchmark.lengths.encoder: unknown component"):
+        parse_params({"benchmark": {"lengths": lengths}})
 
 
 def test_pretrained_needs_a_path_or_hub_id() -> None:

@@ -36,7 +36,19 @@ def _small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]
     def edit(params: dict[str, Any]) -> None:
         params["model"].update(model)
         params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
-        params["benchmark"]["lengths"] = {"talker": [8, 16], "projection": [20, 40]}
+        params["benchmark"]["lengths"] = {
+            "talker": [8, 16],
+            "talker_kv": [4, 8],
+            "projection": [20, 40],
+        }
+        params["talker_kv"].update(
+            validate_steps=32,
+            prompt_length=6,
+            bench_reference_past=8,
+            bench_prefill_length=8,
+            bench_generation_steps=4,
+            bandwidth_mib=16,
+        )
 
     return edit
 
@@ -196,3 +208,29 @@ def test_changed_weights_make_the_export_stale(pretrained_project: Path) -> None
         handle.write(bytes([byte[0] ^ 0x01]))
     status = _run(["dvc", "status"], pretrained_project).stdout
     assert "export@talker" in status and "modified" in status
+
+
+def test_published_decode_graph_generates_the_codes_pytorch_generates(project: Path) -> None:
+    import numpy as np
+
+    from omniforge.generation import (
+        GenerationConfig,
+        OnnxTalker,
+        generate_codes,
+        torch_generate_codes,
+    )
+    from omniforge.registry import load_session
+    from omniforge.sources import SyntheticSource
+
+    rng = np.random.default_rng(7)
+    prompt = rng.standard_normal((2, 6, 64)).astype(np.float32)
+    reply = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    config = GenerationConfig(max_new_tokens=32, min_new_tokens=32, code_limit=8193)
+    talker = OnnxTalker(load_session(project / "models" / "published", "talker_kv", "fp32"))
+    onnx_codes = generate_codes(talker, prompt, reply, config).codes
+    torch_codes = torch_generate_codes(
+        SyntheticSource("tiny", seed=0).talker(), prompt, reply, config
+    ).codes
+    assert onnx_codes.shape == (2, 32)
+    np.testing.assert_array_equal(onnx_codes, torch_codes)
+    assert not np.isin(onnx_codes, [8293]).any(), "the codec start id is never emitted"

@@ -38,6 +38,32 @@ def test_gate_reasons_name_the_failing_figure(tmp_path: Path) -> None:
     assert "no gate is configured" in gate_reasons(_candidate("int2", tmp_path, 1.0), None)[0]
 
 
+def test_generation_gates_for_the_kv_talker(tmp_path: Path) -> None:
+    candidate = _candidate("fp32", tmp_path, cosine=1.0)
+    candidate.parity.update(
+        generation_steps=48,
+        generation_first_divergence_step=20,
+        generation_forced_min_cosine=0.95,
+        generation_forced_top1_agreement=0.7,
+    )
+    candidate.benchmark["decode_real_time_factor"] = 1.5
+    gate = Gate(
+        min_steps_before_divergence=32,
+        min_forced_cosine=0.99,
+        min_forced_top1_agreement=0.9,
+        max_decode_real_time_factor=1.0,
+    )
+    reasons = gate_reasons(candidate, gate)
+    assert any("equal PyTorch's for 20 of 48 steps, the gate asks 32" in r for r in reasons)
+    assert any("generation_forced_min_cosine 0.95" in r for r in reasons)
+    assert any("generation_forced_top1_agreement 0.7" in r for r in reasons)
+    assert any("decode_real_time_factor 1.5 fails the gate (<= 1)" in r for r in reasons)
+    candidate.parity["generation_first_divergence_step"] = -1  # no divergence in 48 steps
+    assert not any(
+        "steps" in r for r in gate_reasons(candidate, Gate(min_steps_before_divergence=32))
+    )
+
+
 def test_publish_copies_what_passes_and_lists_what_does_not(
     tmp_path: Path, tiny_variants: dict
 ) -> None:

@@ -138,6 +138,18 @@ def _bench_torch(
     }
 
 
+def _bench_extra(
+    params_dict: dict[str, Any], component_name: str, model_dir: str, variant: str, threads: int
+) -> dict[str, Any]:
+    from omniforge.components import get_component
+    from omniforge.params import parse_params
+    from omniforge.sources import open_source
+
+    params = parse_params(params_dict)
+    component = get_component(component_name).configure_from(params)
+    return component.extra_benchmark(open_source(params.model), Path(model_dir), variant, threads)
+
+
 def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     from omniforge.logs import setup_logging
 
@@ -157,7 +169,7 @@ def codec_rates(case: BenchmarkCase, p50_ms: float, batch: int) -> dict[str, flo
 
 def benchmark_component(
     component_name: str,
-    model_params: dict[str, Any],
+    params_dict: dict[str, Any],
     variant_dirs: dict[str, Path],
     cases: list[BenchmarkCase],
     plan: TimingPlan,
@@ -165,7 +177,13 @@ def benchmark_component(
     compare_torch: bool,
     emits_codes: bool,
 ) -> dict[str, Any]:
-    """Size, load time, latency and peak RSS of every variant, beside PyTorch eager."""
+    """Size, load time, latency and peak RSS of every variant, beside PyTorch eager.
+
+    ``emits_codes``: each case produces ``length`` codes (a full-sequence talker), so
+    tokens/s and the real-time factor are reported. A component's own extra benchmark
+    (the KV talker's decode steps) runs after the per-shape timings, in a child of its own.
+    """
+    model_params = params_dict["model"]
     report: dict[str, Any] = {
         "threads": plan.threads,
         "iterations": plan.iterations,
@@ -190,8 +208,31 @@ def benchmark_component(
                 case.label: codec_rates(case, figures["latency"][case.label]["p50_ms"], batch)
                 for case in cases
             }
+        extra = _in_child(
+            _bench_extra, params_dict, component_name, str(directory), variant, plan.threads
+        )
+        figures.update(extra)
         report[variant] = figures
     return report
+
+
+def pop_decode_table(
+    report: dict[str, Any], x: str = "past_sequence_length"
+) -> list[dict[str, Any]]:
+    """Remove the per-variant decode rows an extra benchmark left in ``report``; return them
+    as one row per cache length: per variant the P50 with IO binding and the memory-bandwidth
+    floor, and PyTorch eager's best P50 (of 1 and ``threads`` threads)."""
+    wide: dict[int, dict[str, Any]] = {}
+    for figures in report.values():
+        if not isinstance(figures, dict) or "decode_table" not in figures:
+            continue
+        for row in figures.pop("decode_table"):
+            out = wide.setdefault(row[x], {x: row[x]})
+            out[f"{row['variant']}_iobinding_p50_ms"] = round(row["p50_ms"], 4)
+            out[f"{row['variant']}_floor_ms"] = round(row["floor_ms"], 4)
+            if "torch_best_p50_ms" in row:
+                out["torch_best_p50_ms"] = round(row["torch_best_p50_ms"], 4)
+    return [wide[key] for key in sorted(wide)]
 
 
 def latency_table(
@@ -207,6 +248,14 @@ def latency_table(
         }
         for case in cases
     ]
+
+
+def merge_rows(
+    rows: list[dict[str, Any]], extra: list[dict[str, Any]], key: str
+) -> list[dict[str, Any]]:
+    """``rows`` with the columns of the ``extra`` row of the same ``key`` value added."""
+    by_key = {row[key]: row for row in extra}
+    return [row | by_key.get(row[key], {}) for row in rows]
 
 
 def write_latency_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -23,7 +23,10 @@ class Link:
 
 # audio features -> projection -> (thinker) -> talker: the projection lands in thinker space,
 # which is what the talker reads.
-LINKS: tuple[Link, ...] = (Link("projection", "audio_embeds", "talker", "inputs_embeds"),)
+LINKS: tuple[Link, ...] = (
+    Link("projection", "audio_embeds", "talker", "inputs_embeds"),
+    Link("projection", "audio_embeds", "talker_kv", "inputs_embeds"),
+)
 
 
 def _value(signature: Signature, kind: str, name: str, where: str) -> dict[str, Any]:

@@ -36,13 +36,14 @@ def export_component(
             source.configs, params.example_batch, params.example_length, seed=0
         ).items()
     }
+    args, kwargs = component.export_args(example)
     started = time.perf_counter()
     log.info("%s: exporting with the dynamo exporter (opset %d)", component.name, params.opset)
     with torch.no_grad():
         program = torch.onnx.export(
             module,
-            args=(),
-            kwargs=example,
+            args=args,
+            kwargs=kwargs,
             dynamo=True,
             input_names=list(component.input_axes(source.configs)),
             output_names=list(component.output_axes(source.configs)),

@@ -76,16 +76,41 @@ def gate_reasons(candidate: Candidate, gate: Gate | None) -> list[str]:
         return [f"no gate is configured for variant '{candidate.variant}' in publish.gates"]
     reasons = []
     parity = candidate.parity
+    at_least, at_most = (lambda value, bound: value >= bound), (lambda value, bound: value <= bound)
+    # (figure, where it is, bound, test, sign); a figure the component does not report is skipped.
     checks = (
-        ("cosine", gate.min_cosine, lambda value, bound: value >= bound, ">="),
-        ("max_abs_error", gate.max_abs_error, lambda value, bound: value <= bound, "<="),
-        ("top1_agreement", gate.min_top1_agreement, lambda value, bound: value >= bound, ">="),
+        ("cosine", parity, gate.min_cosine, at_least, ">="),
+        ("max_abs_error", parity, gate.max_abs_error, at_most, "<="),
+        ("top1_agreement", parity, gate.min_top1_agreement, at_least, ">="),
+        ("generation_forced_min_cosine", parity, gate.min_forced_cosine, at_least, ">="),
+        (
+            "generation_forced_top1_agreement",
+            parity,
+            gate.min_forced_top1_agreement,
+            at_least,
+            ">=",
+        ),
+        (
+            "decode_real_time_factor",
+            candidate.benchmark,
+            gate.max_decode_real_time_factor,
+            at_most,
+            "<=",
+        ),
     )
-    for key, bound, ok, sign in checks:
-        if bound is None or key not in parity:
+    for key, figures, bound, ok, sign in checks:
+        if bound is None or key not in figures:
             continue
-        if not ok(parity[key], bound):
-            reasons.append(f"parity {key} {parity[key]:.6g} fails the gate ({sign} {bound:g})")
+        if not ok(figures[key], bound):
+            reasons.append(f"{key} {figures[key]:.6g} fails the gate ({sign} {bound:g})")
+    if gate.min_steps_before_divergence is not None and "generation_steps" in parity:
+        first = parity["generation_first_divergence_step"]
+        equal_steps = parity["generation_steps"] if first < 0 else first
+        if equal_steps < gate.min_steps_before_divergence:
+            reasons.append(
+                f"greedy codes equal PyTorch's for {equal_steps} of {parity['generation_steps']} "
+                f"steps, the gate asks {gate.min_steps_before_divergence}"
+            )
     if gate.max_p50_ms is not None:
         p50 = _largest_case_p50(candidate.benchmark)
         if p50 is None:

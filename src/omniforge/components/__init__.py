@@ -5,9 +5,10 @@ from __future__ import annotations
 from omniforge.components.base import Component
 from omniforge.components.projection import Projection
 from omniforge.components.talker import Talker
+from omniforge.components.talker_kv import TalkerKV
 from omniforge.errors import ParamsError
 
-COMPONENTS: dict[str, Component] = {c.name: c for c in (Talker(), Projection())}
+COMPONENTS: dict[str, Component] = {c.name: c for c in (Talker(), TalkerKV(), Projection())}
 
 
 def get_component(name: str) -> Component:

@@ -13,9 +13,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from omniforge.errors import ParamsError
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from torch import nn
 
+    from omniforge.params import Params
     from omniforge.sources import ModelConfigs, ModelSource
 
 DynamicAxes = dict[int, str]
@@ -73,6 +78,24 @@ class Component(ABC):
             }
             for name, axes in self.input_axes(configs).items()
         }
+
+    def export_args(self, example: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """How the example inputs reach ``forward`` when exporting: as keywords by default.
+
+        A module whose forward takes a variable number of tensors (``*past``) gets them
+        positionally: torch.export mishandles a ``**kwargs`` forward with dynamic shapes.
+        """
+        return (), dict(example)
+
+    def configure_from(self, params: Params) -> Component:
+        """This component configured from params.yaml (its own section, if it has one)."""
+        return self
+
+    def configure(self, options: Mapping[str, Any]) -> Component:
+        """A copy configured from this component's params section; none by default."""
+        if options:
+            raise ParamsError(f"{self.name}: takes no options, got {sorted(options)}")
+        return self
 
     def extra_validation(
         self, source: ModelSource, model_dir: Path, variant: str, seed: int

@@ -1,0 +1,204 @@
+"""The talker KV-cache graph (tiny preset): I/O, dynamic dims, prefill and decode, hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from talker_kv_tiny import one_torch_thread, thinker_states, tiny_kv_variants
+
+from omniforge.components import get_component
+from omniforge.components.talker_kv import TalkerKV, TalkerKVOptions
+from omniforge.errors import ParamsError
+from omniforge.generation import (
+    NO_CODEC,
+    OnnxTalker,
+    mrope_positions,
+    past_names,
+    prompt_codec_ids,
+)
+from omniforge.onnx_io import graph_signature
+from omniforge.parity import compare, open_session, run_onnx, run_torch
+from omniforge.sources import SyntheticSource
+
+__all__ = ["one_torch_thread"]  # an autouse fixture, used by being imported
+
+
+@pytest.fixture(scope="module")
+def variants(
+    tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource
+) -> dict[str, Path]:
+    return tiny_kv_variants(tmp_path_factory, tiny_source)
+
+
+@pytest.fixture(scope="module")
+def talker(tiny_source: SyntheticSource) -> torch.nn.Module:
+    return tiny_source.talker()
+
+
+def test_io_names_and_dynamic_axes(variants: dict[str, Path], tiny_source: SyntheticSource) -> None:
+    component = get_component("talker_kv")
+    assert component.graph_kind == "kv-cache"
+    configs = tiny_source.configs
+    signature = graph_signature(variants["fp32"])
+    inputs = {v["name"]: v["shape"] for v in signature["inputs"]}
+    outputs = {v["name"]: v["shape"] for v in signature["outputs"]}
+    assert list(inputs) == list(component.input_axes(configs))
+    assert list(outputs) == list(component.output_axes(configs))
+    assert list(outputs)[1:] == [
+        "present.0.key",
+        "present.0.value",
+        "present.1.key",
+        "present.1.value",
+    ]
+    for name, axes in component.input_axes(configs).items():
+        for axis in axes:
+            assert isinstance(inputs[name][axis], str), (name, inputs[name])
+    assert inputs["past_key_values.0.key"][1:] == [2, "past_sequence_length", 8]
+    assert inputs["inputs_embeds"][-1] == 64
+    assert outputs["logits"][-1] == 8448
+
+
+@pytest.mark.parametrize(("batch", "length"), [(2, 16), (3, 7), (1, 2)])
+def test_make_inputs_parity(
+    variants: dict[str, Path], tiny_source: SyntheticSource, batch: int, length: int
+) -> None:
+    """What validate's generic parity does, on shapes that differ in every dynamic dim."""
+    component = get_component("talker_kv")
+    inputs = component.make_inputs(tiny_source.configs, batch, length, seed=3)
+    names = list(component.output_axes(tiny_source.configs))
+    reference = run_torch(component.build_module(tiny_source), inputs, names)
+    outputs = run_onnx(open_session(variants["fp32"]), inputs)
+    past = length // 2 + 2
+    assert outputs["present.1.value"].shape == (batch, 2, past + length, 8)
+    for name in names:
+        figures = compare(reference[name], outputs[name], name == "logits")
+        assert figures["max_abs_error"] < 1e-4, (name, figures)
+
+
+def test_prefill_with_empty_past_then_decode_steps_match_torch(
+    variants: dict[str, Path], talker: torch.nn.Module
+) -> None:
+    """Past 0 for the prefill, seq 1 and batch 1 for decode: sizes the export never saw."""
+    runtime = OnnxTalker.load(variants["fp32"], threads=1)
+    prompt, reply = thinker_states(batch=1, prompt=5, reply=3, seed=1)
+    codes = np.array([[17], [4242], [8000]])
+
+    full_embeds = np.concatenate([prompt, reply], axis=1)
+    full_ids = np.concatenate([prompt_codec_ids(1, 5), codes.T], axis=1)
+    with torch.inference_mode():
+        from omniforge.components.talker_kv import add_codec_embeddings
+
+        embeds = add_codec_embeddings(
+            talker, torch.from_numpy(full_embeds), torch.from_numpy(full_ids)
+        )
+        # The transformers talker over the whole sequence, no cache: what the steps must rebuild.
+        expected = talker(
+            inputs_embeds=embeds,
+            position_ids=torch.from_numpy(mrope_positions(1, 8, 0)),
+            use_cache=False,
+        ).logits.numpy()
+
+    logits, cache = runtime.forward(prompt, prompt_codec_ids(1, 5), runtime.empty_cache(1))
+    assert cache.length == 5
+    np.testing.assert_allclose(logits, expected[:, :5], atol=1e-4)
+    for step in range(3):
+        logits, cache = runtime.forward(reply[:, step : step + 1], codes[step][None], cache)
+        np.testing.assert_allclose(logits[:, 0], expected[:, 5 + step], atol=1e-4)
+    assert cache.length == 8
+    keys = cache.numpy()[1][0]
+    assert keys.shape == (1, 2, 8, 8)
+
+
+def test_no_codec_positions_add_nothing(
+    variants: dict[str, Path], tiny_source: SyntheticSource
+) -> None:
+    """codec_ids < 0 is "no codec embedding": the same as the full-sequence talker's input."""
+    component = get_component("talker_kv")
+    inputs = component.make_inputs(tiny_source.configs, 2, 4, seed=0)
+    inputs["codec_ids"][:] = NO_CODEC
+    module = component.build_module(tiny_source)
+    with torch.inference_mode():
+        logits = module(**{k: torch.from_numpy(v) for k, v in inputs.items()})[0].numpy()
+        names = past_names(2)
+        plain = module(
+            torch.from_numpy(inputs["inputs_embeds"]),
+            torch.full((2, 4), -7),
+            torch.from_numpy(inputs["position_ids"]),
+            *(torch.from_numpy(inputs[n]) for n in names),
+        )[0].numpy()
+    np.testing.assert_array_equal(logits, plain)
+    outputs = run_onnx(open_session(variants["fp32"]), inputs)
+    np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
+
+
+def test_benchmark_cases_are_decode_steps(tiny_source: SyntheticSource) -> None:
+    cases = get_component("talker_kv").benchmark_cases(tiny_source.configs, 1, [4, 32], seed=0)
+    assert [c.label for c in cases] == ["past=4", "past=32"]
+    assert cases[1].inputs["inputs_embeds"].shape == (1, 1, 64)
+    assert cases[1].inputs["past_key_values.1.value"].shape == (1, 2, 32, 8)
+    assert cases[1].inputs["position_ids"].tolist() == [[[32]]] * 3
+
+
+def test_configure_takes_a_params_section_and_rejects_unknown_keys() -> None:
+    configured = get_component("talker_kv").configure(
+        {"validate_steps": 64, "bench_past_lengths": [8]}
+    )
+    assert isinstance(configured, TalkerKV)
+    assert configured.options.validate_steps == 64
+    assert configured.options.bench_past_lengths == (8,)
+    with pytest.raises(ParamsError, match="validate_stpes"):
+        get_component("talker_kv").configure({"validate_stpes": 64})
+    with pytest.raises(ParamsError, match="prompt_length"):
+        TalkerKVOptions(prompt_length=1)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
+def test_extra_validation_generates_through_each_variant(
+    variants: dict[str, Path], tiny_source: SyntheticSource, variant: str
+) -> None:
+    component = get_component("talker_kv").configure({"validate_steps": 32, "prompt_length": 6})
+    figures = component.extra_validation(tiny_source, variants[variant], variant, seed=1234)
+    assert figures["generation_steps"] == 32
+    assert figures["generation_token2wav_contract_ok"] is True
+    assert len(figures["generation_logits_max_abs_error_per_step"]) == 32
+    if variant == "fp32":
+        assert figures["generation_first_divergence_step"] == -1
+        assert figures["generation_equal_code_share"] == 1.0
+        assert figures["generation_forced_top1_agreement"] == 1.0
+        assert figures["generation_logits_max_abs_error"] < 1e-3
+    else:
+        assert 0.0 <= figures["generation_equal_code_share"] <= 1.0
+        assert figures["generation_forced_min_cosine"] > 0.9
+
+
+def test_extra_benchmark_reports_decode_prefill_and_floor(
+    variants: dict[str, Path], tiny_source: SyntheticSource
+) -> None:
+    component = get_component("talker_kv").configure(
+        {
+            "bench_past_lengths": [4, 16],
+            "bench_reference_past": 16,
+            "bench_prefill_length": 8,
+            "bench_generation_steps": 4,
+            "bench_warmup": 1,
+            "bench_iterations": 3,
+            "bandwidth_mib": 16,
+        }
+    )
+    report = component.extra_benchmark(tiny_source, variants["int4"], "int4", threads=1)
+    assert set(report["decode"]) == {"past_4", "past_16"}
+    assert report["decode_reference_past"] == 16
+    for key in ("decode_p50_ms", "prefill_p50_ms", "torch_decode_p50_ms", "memory_read_gb_s"):
+        assert report[key] > 0, key
+    assert report["decode_real_time_factor"] == pytest.approx(report["decode_p50_ms"] / 1e3 * 50)
+    assert report["decode_floor_multiple"] == pytest.approx(
+        report["decode_p50_ms"] / report["decode_floor_ms"]
+    )
+    # int4 reads fewer weight bytes per step than the fp32 PyTorch module.
+    assert report["weight_bytes_per_step"] < report["torch_weight_bytes_per_step"]
+    rows = report["decode_table"]
+    assert [r["past_sequence_length"] for r in rows] == [4, 16]
+    assert {"p50_ms", "torch_p50_ms", "floor_ms", "variant"} <= set(rows[0])

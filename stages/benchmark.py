@@ -34,7 +34,7 @@ def main(args: argparse.Namespace, params: Params) -> None:
         TimingPlan(settings.threads, settings.warmup, settings.iterations, settings.load_repeats),
         settings.batch,
         settings.compare_torch,
-        emits_codes=component.logits_output is not None and component.graph_kind == "full-sequence",
+        emits_codes=component.emits_codes,
     )
     decode_rows = pop_decode_table(report)
     write_json(Path(args.out), report)

@@ -37,3 +37,13 @@ def tiny_variants(
                 dirs[f"{name}-fp32"], root / f"{name}-{scheme}", scheme, QuantizeParams()
             )
     return dirs
+
+
+@pytest.fixture(scope="session")
+def kv_variants(
+    tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource
+) -> dict[str, Path]:
+    """``{"export", "fp32", "int8", "int4"}`` directories of the tiny KV-cache talker."""
+    from talker_kv_tiny import tiny_kv_variants
+
+    return tiny_kv_variants(tmp_path_factory, tiny_source)

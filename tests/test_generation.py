@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from talker_kv_tiny import HIDDEN, one_torch_thread, thinker_states, tiny_kv_variants
+from talker_kv_tiny import HIDDEN, one_torch_thread, thinker_states
 
 from omniforge.errors import ContractError
 from omniforge.generation import (
@@ -30,15 +30,8 @@ __all__ = ["one_torch_thread"]  # an autouse fixture, used by being imported
 
 
 @pytest.fixture(scope="module")
-def variants(
-    tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource
-) -> dict[str, Path]:
-    return tiny_kv_variants(tmp_path_factory, tiny_source)
-
-
-@pytest.fixture(scope="module")
-def runtime(variants: dict[str, Path]) -> OnnxTalker:
-    return OnnxTalker.load(variants["fp32"], threads=1)
+def runtime(kv_variants: dict[str, Path]) -> OnnxTalker:
+    return OnnxTalker.load(kv_variants["fp32"], threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +86,10 @@ def test_torch_reference_decodes_like_transformers_generate(talker: torch.nn.Mod
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
-def test_every_variant_generates_valid_codes(variants: dict[str, Path], variant: str) -> None:
+def test_every_variant_generates_valid_codes(kv_variants: dict[str, Path], variant: str) -> None:
     prompt, reply = thinker_states(batch=1, prompt=4, reply=2)
     result = generate_codes(
-        variants[variant],
+        kv_variants[variant],
         prompt,
         reply,
         GenerationConfig(max_new_tokens=16, code_limit=8193),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from talker_kv_tiny import one_torch_thread, thinker_states, tiny_kv_variants
+from talker_kv_tiny import one_torch_thread, thinker_states
 
 from omniforge.components import get_component
 from omniforge.components.talker_kv import TalkerKV, TalkerKVOptions
@@ -27,22 +27,17 @@ __all__ = ["one_torch_thread"]  # an autouse fixture, used by being imported
 
 
 @pytest.fixture(scope="module")
-def variants(
-    tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource
-) -> dict[str, Path]:
-    return tiny_kv_variants(tmp_path_factory, tiny_source)
-
-
-@pytest.fixture(scope="module")
 def talker(tiny_source: SyntheticSource) -> torch.nn.Module:
     return tiny_source.talker()
 
 
-def test_io_names_and_dynamic_axes(variants: dict[str, Path], tiny_source: SyntheticSource) -> None:
+def test_io_names_and_dynamic_axes(
+    kv_variants: dict[str, Path], tiny_source: SyntheticSource
+) -> None:
     component = get_component("talker_kv")
     assert component.graph_kind == "kv-cache"
     configs = tiny_source.configs
-    signature = graph_signature(variants["fp32"])
+    signature = graph_signature(kv_variants["fp32"])
     inputs = {v["name"]: v["shape"] for v in signature["inputs"]}
     outputs = {v["name"]: v["shape"] for v in signature["outputs"]}
     assert list(inputs) == list(component.input_axes(configs))
@@ -63,14 +58,14 @@ def test_io_names_and_dynamic_axes(variants: dict[str, Path], tiny_source: Synth
 
 @pytest.mark.parametrize(("batch", "length"), [(2, 16), (3, 7), (1, 2)])
 def test_make_inputs_parity(
-    variants: dict[str, Path], tiny_source: SyntheticSource, batch: int, length: int
+    kv_variants: dict[str, Path], tiny_source: SyntheticSource, batch: int, length: int
 ) -> None:
     """What validate's generic parity does, on shapes that differ in every dynamic dim."""
     component = get_component("talker_kv")
     inputs = component.make_inputs(tiny_source.configs, batch, length, seed=3)
     names = list(component.output_axes(tiny_source.configs))
     reference = run_torch(component.build_module(tiny_source), inputs, names)
-    outputs = run_onnx(open_session(variants["fp32"]), inputs)
+    outputs = run_onnx(open_session(kv_variants["fp32"]), inputs)
     past = length // 2 + 2
     assert outputs["present.1.value"].shape == (batch, 2, past + length, 8)
     for name in names:
@@ -79,10 +74,10 @@ def test_make_inputs_parity(
 
 
 def test_prefill_with_empty_past_then_decode_steps_match_torch(
-    variants: dict[str, Path], talker: torch.nn.Module
+    kv_variants: dict[str, Path], talker: torch.nn.Module
 ) -> None:
     """Past 0 for the prefill, seq 1 and batch 1 for decode: sizes the export never saw."""
-    runtime = OnnxTalker.load(variants["fp32"], threads=1)
+    runtime = OnnxTalker.load(kv_variants["fp32"], threads=1)
     prompt, reply = thinker_states(batch=1, prompt=5, reply=3, seed=1)
     codes = np.array([[17], [4242], [8000]])
 
@@ -113,7 +108,7 @@ def test_prefill_with_empty_past_then_decode_steps_match_torch(
 
 
 def test_no_codec_positions_add_nothing(
-    variants: dict[str, Path], tiny_source: SyntheticSource
+    kv_variants: dict[str, Path], tiny_source: SyntheticSource
 ) -> None:
     """codec_ids < 0 is "no codec embedding": the same as the full-sequence talker's input."""
     component = get_component("talker_kv")
@@ -130,7 +125,7 @@ def test_no_codec_positions_add_nothing(
             *(torch.from_numpy(inputs[n]) for n in names),
         )[0].numpy()
     np.testing.assert_array_equal(logits, plain)
-    outputs = run_onnx(open_session(variants["fp32"]), inputs)
+    outputs = run_onnx(open_session(kv_variants["fp32"]), inputs)
     np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
 
 
@@ -157,10 +152,10 @@ def test_configure_takes_a_params_section_and_rejects_unknown_keys() -> None:
 
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
 def test_extra_validation_generates_through_each_variant(
-    variants: dict[str, Path], tiny_source: SyntheticSource, variant: str
+    kv_variants: dict[str, Path], tiny_source: SyntheticSource, variant: str
 ) -> None:
     component = get_component("talker_kv").configure({"validate_steps": 32, "prompt_length": 6})
-    figures = component.extra_validation(tiny_source, variants[variant], variant, seed=1234)
+    figures = component.extra_validation(tiny_source, kv_variants[variant], variant, seed=1234)
     assert figures["generation_steps"] == 32
     assert figures["generation_token2wav_contract_ok"] is True
     assert len(figures["generation_logits_max_abs_error_per_step"]) == 32
@@ -175,7 +170,7 @@ def test_extra_validation_generates_through_each_variant(
 
 
 def test_extra_benchmark_reports_decode_prefill_and_floor(
-    variants: dict[str, Path], tiny_source: SyntheticSource
+    kv_variants: dict[str, Path], tiny_source: SyntheticSource
 ) -> None:
     component = get_component("talker_kv").configure(
         {
@@ -188,7 +183,7 @@ def test_extra_benchmark_reports_decode_prefill_and_floor(
             "bandwidth_mib": 16,
         }
     )
-    report = component.extra_benchmark(tiny_source, variants["int4"], "int4", threads=1)
+    report = component.extra_benchmark(tiny_source, kv_variants["int4"], "int4", threads=1)
     assert set(report["decode"]) == {"past_4", "past_16"}
     assert report["decode_reference_past"] == 16
     for key in ("decode_p50_ms", "prefill_p50_ms", "torch_decode_p50_ms", "memory_read_gb_s"):

@@ -46,6 +46,11 @@ class Component(ABC):
     # What the benchmark lengths mean for this component (the plot's x axis).
     length_name: ClassVar[str] = "sequence_length"
 
+    @property
+    def emits_codes(self) -> bool:
+        """Each benchmark case produces ``length`` codes: tokens/s and real-time factor apply."""
+        return self.logits_output is not None and self.graph_kind == "full-sequence"
+
     @abstractmethod
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
         """Graph inputs in order, each with its dynamic axes."""

@@ -3,17 +3,10 @@
 import argparse
 from pathlib import Path
 
-from omniforge.bench import (
-    TimingPlan,
-    benchmark_component,
-    latency_table,
-    merge_rows,
-    pop_decode_table,
-    write_latency_csv,
-)
-from omniforge.cli import run_stage, variant_dir
+from omniforge.bench import TimingPlan, benchmark_component, plot_rows, write_latency_csv
+from omniforge.cli import run_stage
 from omniforge.components import get_component
-from omniforge.onnx_io import write_json
+from omniforge.onnx_io import variant_dir, write_json
 from omniforge.params import VARIANTS, Params
 from omniforge.sources import open_source
 
@@ -36,10 +29,9 @@ def main(args: argparse.Namespace, params: Params) -> None:
         settings.compare_torch,
         emits_codes=component.emits_codes,
     )
-    decode_rows = pop_decode_table(report)
+    rows = plot_rows(report, cases, component.length_name)
     write_json(Path(args.out), report)
-    rows = latency_table(report, cases, component.length_name)
-    write_latency_csv(Path(args.plot), merge_rows(rows, decode_rows, component.length_name))
+    write_latency_csv(Path(args.plot), rows)
 
 
 if __name__ == "__main__":

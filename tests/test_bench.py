@@ -22,9 +22,9 @@ def test_time_calls_runs_warmup_and_iterations() -> None:
 def test_codec_rates() -> None:
     case = BenchmarkCase("sequence_length=100", 100, {})
     rates = codec_rates(case, p50_ms=500.0, batch=2)
-    assert rates["tokens_per_s"] == pytest.approx(400.0)
+    assert rates["positions_per_s"] == pytest.approx(400.0)
     # 100 codes are 2 s of audio; 0.5 s to produce them is a quarter of real time.
-    assert rates["real_time_factor"] == pytest.approx(0.5 / (100 / CODES_PER_SECOND))
+    assert rates["full_pass_real_time_factor"] == pytest.approx(0.5 / (100 / CODES_PER_SECOND))
 
 
 def test_latency_table_has_one_column_per_contender() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from talker_kv_tiny import HIDDEN, one_torch_thread, thinker_states
 
-from omniforge.errors import ContractError
+from omniforge.errors import ArtifactError, ContractError
 from omniforge.generation import (
     CONTROL_IDS,
     GenerationConfig,
@@ -296,5 +296,5 @@ def test_a_graph_that_is_not_a_kv_talker_is_refused(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "model.onnx"))
     with pytest.raises(ContractError, match="not a talker KV-cache graph"):
         OnnxTalker.load(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ArtifactError, match="no ONNX graph here"):
         OnnxTalker.load(tmp_path / "missing")

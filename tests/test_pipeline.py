@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -94,8 +95,14 @@ def test_repro_publishes_artifacts_matching_the_manifest(project: Path) -> None:
     assert all(a["source"]["preset"] == "tiny" for a in manifest["artifacts"])
     assert verify_all(published)
     assert manifest["params"]["model"]["preset"] == "tiny"
-    for key in ("torch", "fp32", "int8", "int4"):
-        assert key in (project / "metrics" / "benchmark" / "talker.json").read_text()
+    benchmark = json.loads((project / "metrics" / "benchmark" / "talker.json").read_text())
+    assert {"torch", "fp32", "int8", "int4"} <= set(benchmark)
+    # The latency budget applies to the largest length, whatever order JSON keeps.
+    assert benchmark["int8"]["largest_case"] == "sequence_length=16"
+    assert (
+        benchmark["int8"]["largest_case_p50_ms"]
+        == benchmark["int8"]["latency"]["sequence_length=16"]["p50_ms"]
+    )
 
 
 def test_second_repro_is_a_no_op(project: Path) -> None:

@@ -424,6 +424,7 @@ class PretrainedSource:
         hub_id: str | None = None,
         revision: str | None = None,
     ) -> None:
+        self.given_path = str(directory)
         self.directory = Path(directory).expanduser().resolve()
         if not self.directory.is_dir():
             raise SourceError(f"model.path '{directory}': not a directory")
@@ -558,9 +559,10 @@ class PretrainedSource:
         shards = self.index.shards(self.needed_tensors())
         return {
             "kind": "pretrained",
-            "path": None if self.hub_id else str(self.directory),
+            # As given in params, not resolved: the record (and the export directory holding
+            # it) must not change with where the hub cache or a symlink points.
+            "path": None if self.hub_id else self.given_path,
             "hub_id": self.hub_id,
-            "snapshot": str(self.directory) if self.hub_id else None,
             "revision": self.revision,
             "config": asdict(digests[self.directory / CONFIG_NAME]),
             "index": asdict(digests[index]) if index is not None else None,
@@ -569,17 +571,6 @@ class PretrainedSource:
 
 
 # -- DVC -----------------------------------------------------------------------------------
-
-
-def source_fingerprint(params: ModelParams) -> dict[str, Any]:
-    """What identifies the weights a build uses: the source's manifest record.
-
-    Synthetic: preset and seed. Pretrained: path or hub id + commit, and the sha256 of
-    config.json, the index and every shard read (hashing takes ~1 s per GB).
-    """
-    from omniforge.sources import open_source
-
-    return open_source(params).record()
 
 
 def is_commit_hash(revision: str | None) -> bool:
@@ -638,5 +629,4 @@ __all__ = [
     "read_config",
     "read_tensors",
     "resolve_hub_snapshot",
-    "source_fingerprint",
 ]

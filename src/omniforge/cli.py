@@ -17,11 +17,6 @@ log = logging.getLogger("omniforge.stage")
 PARAMS_FILE = Path("params.yaml")
 
 
-def variant_dir(root: Path, component: str, variant: str) -> Path:
-    """``<root>/<component>-<variant>``: the naming dvc.yaml's templates follow too."""
-    return Path(root) / f"{component}-{variant}"
-
-
 def run_stage(
     main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser
 ) -> None:

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 # A codec_ids value below 0: no codec embedding at that position (prompt positions).
 NO_CODEC = -1
 CONTROL_IDS: tuple[int, ...] = (CODEC_PAD_ID, CODEC_BOS_ID, CODEC_EOS_ID, CODEC_MASK_ID)
-MODEL_FILENAME = "model.onnx"
 
 # One model call: (embeds [B,S,E], codec_ids [B,S], first position) -> logits [B,S,V].
 StepFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
@@ -382,21 +381,9 @@ class OnnxTalker:
 
         ``threads``: onnxruntime's intra-op threads; None leaves onnxruntime's default.
         """
-        import onnxruntime as ort
+        from omniforge.runtime import open_session
 
-        path = Path(model)
-        if path.is_dir():
-            path = path / MODEL_FILENAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no talker graph here")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = open_session(model, threads)
         return cls(session)
 
     def empty_cache(self, batch: int) -> KVCache:

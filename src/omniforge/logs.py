@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 
@@ -18,9 +19,6 @@ def setup_logging(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is a hard dependency
-        pass
+    # Read by transformers when it is imported: setting it here keeps this function from
+    # importing transformers (and torch) into processes that only run onnxruntime.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

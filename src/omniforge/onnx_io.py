@@ -37,6 +37,11 @@ class FileRecord:
     sha256: str
 
 
+def variant_dir(root: Path, component: str, variant: str) -> Path:
+    """``<root>/<component>-<variant>``: the naming dvc.yaml's templates follow too."""
+    return Path(root) / f"{component}-{variant}"
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``final``; on success it replaces ``final`` at once.

@@ -122,7 +122,7 @@ class BenchmarkParams(Section):
     iterations: PositiveInt = 20
     load_repeats: PositiveInt = 3
     batch: PositiveInt = 1
-    lengths: dict[str, list[PositiveInt]] = {
+    lengths: dict[str, Annotated[list[PositiveInt], Field(min_length=1)]] = {
         "talker": [16, 64, 256],
         "talker_kv": [64, 256, 1024],  # cache lengths of one decode step
         "projection": [100, 500, 1500],
@@ -211,8 +211,8 @@ class Params(Section):
             ("validate.shapes", self.validate_.shapes),
             ("benchmark.lengths", self.benchmark.lengths),
         ):
-            # Entries for components not built are kept (and ignored): dropping a component
-            # from `components` is then a one-line change.
+            # Entries for components not built are kept (and ignored), so dropping a
+            # component does not also mean deleting its settings.
             for name in mapping:
                 if name not in COMPONENT_NAMES:
                     raise ValueError(

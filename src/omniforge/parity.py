@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,24 +9,9 @@ import torch
 from torch import nn
 
 from omniforge.components.base import Inputs
-from omniforge.onnx_io import model_path
+from omniforge.runtime import open_session
 
-
-def open_session(model_dir: Path, threads: int = 1) -> Any:
-    """An onnxruntime CPU session for an artifact directory.
-
-    One thread by default: reductions split over threads round differently, and parity
-    figures should not depend on the machine's core count. Benchmarks pass their own.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        str(model_path(model_dir)), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+__all__ = ["compare", "open_session", "run_onnx", "run_torch", "worst_case"]
 
 
 def run_torch(module: nn.Module, inputs: Inputs, output_names: list[str]) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from omniforge.errors import ArtifactError, ParamsError
 from omniforge.onnx_io import (
     DATA_FILENAME,
     MODEL_FILENAME,
@@ -58,7 +59,7 @@ SCHEMES: dict[str, Callable[[Path, Path, QuantizeParams], None]] = {
 def quantize_artifact(src_dir: Path, out_dir: Path, scheme: str, params: QuantizeParams) -> Path:
     """Quantize ``src_dir``'s graph with ``scheme`` into ``out_dir`` (replaced atomically)."""
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization scheme '{scheme}' (known: {sorted(SCHEMES)})")
+        raise ParamsError(f"unknown quantization scheme '{scheme}' (known: {sorted(SCHEMES)})")
     source = model_path(src_dir)
     started = time.perf_counter()
     log.info("quantizing %s to %s", source, scheme)
@@ -66,7 +67,8 @@ def quantize_artifact(src_dir: Path, out_dir: Path, scheme: str, params: Quantiz
         target = tmp / MODEL_FILENAME
         SCHEMES[scheme](source, target, params)
         # Both writers name the data file after the model file: model.onnx.data.
-        assert (tmp / DATA_FILENAME).is_file(), f"{scheme}: no external data file written"
+        if not (tmp / DATA_FILENAME).is_file():
+            raise ArtifactError(f"{scheme}: the quantizer wrote no external data file")
         check_artifact(tmp)
     log.info("quantized %s to %s in %.1fs", source, scheme, time.perf_counter() - started)
     return Path(out_dir)

@@ -24,9 +24,10 @@ from omniforge.onnx_io import (
     read_json,
     records_as_dicts,
     sha256_file,
+    variant_dir,
     write_json,
 )
-from omniforge.params import Gate
+from omniforge.params import VARIANTS, Gate
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ def toolchain_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
-
-
-def _largest_case_p50(benchmark: dict[str, Any]) -> float | None:
-    latency = benchmark.get("latency") or {}
-    if not latency:
-        return None
-    # Cases are recorded in params order; the gate budget applies to the last (largest).
-    return list(latency.values())[-1]["p50_ms"]
 
 
 def gate_reasons(candidate: Candidate, gate: Gate | None) -> list[str]:
@@ -112,7 +105,7 @@ def gate_reasons(candidate: Candidate, gate: Gate | None) -> list[str]:
                 f"steps, the gate asks {gate.min_steps_before_divergence}"
             )
     if gate.max_p50_ms is not None:
-        p50 = _largest_case_p50(candidate.benchmark)
+        p50 = candidate.benchmark.get("largest_case_p50_ms")
         if p50 is None:
             reasons.append("no benchmark latency to check against max_p50_ms")
         elif p50 > gate.max_p50_ms:
@@ -176,6 +169,43 @@ def publish(
     return manifest
 
 
+def collect_candidates(
+    components: list[str],
+    variants_root: Path,
+    validation: dict[str, Any],
+    benchmark_root: Path,
+) -> list[Candidate]:
+    """Every built variant with its parity (validate's metrics) and benchmark figures."""
+    from omniforge.components import get_component
+
+    candidates = []
+    for name in components:
+        benchmark = read_json(Path(benchmark_root) / f"{name}.json")
+        candidates += [
+            Candidate(
+                component=name,
+                variant=variant,
+                directory=variant_dir(variants_root, name, variant),
+                graph_kind=get_component(name).graph_kind,
+                parity=validation[name]["variants"][variant],
+                benchmark=benchmark[variant],
+            )
+            for variant in VARIANTS
+        ]
+    return candidates
+
+
+def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What publish reports as metrics: how many shipped, how many were held back."""
+    return {
+        "published": len(manifest["artifacts"]),
+        "rejected": len(manifest["rejected"]),
+        "published_variants": sorted(
+            f"{a['component']}-{a['variant']}" for a in manifest["artifacts"]
+        ),
+    }
+
+
 def load_manifest(published_dir: Path) -> dict[str, Any]:
     manifest = read_json(Path(published_dir) / MANIFEST_FILENAME)
     if manifest.get("manifest_version") != MANIFEST_VERSION:
@@ -222,7 +252,7 @@ def verify_all(published_dir: Path) -> list[str]:
 
 def load_session(published_dir: Path, component: str, variant: str, threads: int = 0) -> Any:
     """An onnxruntime session for a published artifact, after verifying its hashes."""
-    from omniforge.parity import open_session
+    from omniforge.runtime import open_session
 
     manifest = load_manifest(published_dir)
     directory = verify_artifact(published_dir, find_artifact(manifest, component, variant))

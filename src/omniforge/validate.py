@@ -6,14 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omniforge.components import Component
+from omniforge.components import Component, get_component
 from omniforge.contract import LINKS, check_declared_axes, check_interface, check_link
 from omniforge.errors import ContractError
-from omniforge.onnx_io import graph_signature
-from omniforge.params import Shape
+from omniforge.onnx_io import graph_signature, variant_dir
+from omniforge.params import VARIANTS, Params, Shape
 from omniforge.parity import compare, open_session, run_onnx, run_torch, worst_case
-from omniforge.sources import ModelSource
-from omniforge.token2wav import Token2WavMetadata, check_codec_contract
+from omniforge.sources import ModelSource, open_source
+from omniforge.token2wav import Token2WavMetadata, check_codec_contract, resolve_metadata
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +113,23 @@ def validate_component(
         figures.update(component.extra_validation(source, directory, variant, seed))
         log.info("%s-%s: %s", component.name, variant, figures)
         report["variants"][variant] = figures
+    return report
+
+
+def validate_pipeline(params: Params, variants_root: Path) -> dict[str, Any]:
+    """The validate stage: Token2Wav metadata resolved, then every component checked."""
+    source = open_source(params.model)
+    token2wav = resolve_metadata(source.token2wav_metadata(), params.token2wav.metadata)
+    fp32_dirs = {name: variant_dir(variants_root, name, "fp32") for name in params.components}
+    report: dict[str, Any] = {"token2wav": token2wav.as_dict()}
+    for name in params.components:
+        report[name] = validate_component(
+            get_component(name).configure_from(params),
+            source,
+            {variant: variant_dir(variants_root, name, variant) for variant in VARIANTS},
+            {peer: path for peer, path in fp32_dirs.items() if peer != name},
+            token2wav,
+            params.validate_.shapes[name],
+            params.validate_.seed,
+        )
     return report

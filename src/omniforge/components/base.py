@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from omniforge.errors import ParamsError
+from omniforge.generation import mrope_positions
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -129,5 +130,4 @@ def seeded_normal(seed: int, shape: tuple[int, ...], scale: float = 1.0) -> np.n
 
 def text_positions(batch: int, length: int, start: int = 0) -> np.ndarray:
     """mrope position ids [3, batch, length]: for audio/text-only input the three rows are equal."""
-    row = np.arange(start, start + length, dtype=np.int64)
-    return np.ascontiguousarray(np.broadcast_to(row, (3, batch, length)))
+    return mrope_positions(batch, length, start)

@@ -5,13 +5,16 @@ from pathlib import Path
 
 from omniforge.bench import TimingPlan, benchmark_component, plot_rows, write_latency_csv
 from omniforge.cli import run_stage
-from omniforge.components import get_component
 from omniforge.onnx_io import variant_dir, write_json
 from omniforge.params import VARIANTS, Params
-from omniforge.sources import open_source
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
+    # torch comes in here, not at import: the benchmark's spawned onnxruntime children
+    # re-import this module, and their peak RSS must not include torch.
+    from omniforge.components import get_component
+    from omniforge.sources import open_source
+
     settings = params.benchmark
     component = get_component(args.component).configure_from(params)
     configs = open_source(params.model).configs

@@ -27,6 +27,11 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
     env = dict(os.environ)
     # The stage commands call `python`: make it this interpreter, with its dvc.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # `dvc exp run` commits: give git an identity on machines without a global one.
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        env.setdefault(key, "omniforge tests")
+    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        env.setdefault(key, "tests@omniforge.invalid")
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")

@@ -28,34 +28,10 @@ PROJ_OUT_KEY = "code2wav_dit_model.proj_out.weight"
 
 
 def tiny_token2wav_config(num_embeds: int = 8193, mel_dim: int = 80) -> Any:
+    from tiny_omni import tiny_token2wav_config_dict
     from transformers import Qwen2_5OmniToken2WavConfig
 
-    return Qwen2_5OmniToken2WavConfig(
-        dit_config={
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "head_dim": 16,
-            "emb_dim": 16,
-            "enc_emb_dim": 16,
-            "enc_dim": 16,
-            "enc_channels": [16, 16, 16, 16, 48],
-            "enc_attention_channels": 8,
-            "enc_se_channels": 8,
-            "look_ahead_layers": [0],
-            "look_backward_layers": [0],
-            "num_embeds": num_embeds,
-            "mel_dim": mel_dim,
-        },
-        bigvgan_config={
-            "mel_dim": mel_dim,
-            "upsample_initial_channel": 16,
-            "resblock_kernel_sizes": [3],
-            "resblock_dilation_sizes": [[1, 3, 5]],
-            "upsample_rates": [2, 2],
-            "upsample_kernel_sizes": [4, 4],
-        },
-    )
+    return Qwen2_5OmniToken2WavConfig(**tiny_token2wav_config_dict(num_embeds, mel_dim))
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -18,6 +18,38 @@ TOKEN2WAV_NUM_EMBEDS = 8193
 MROPE = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 1, 1]}
 
 
+def tiny_token2wav_config_dict(
+    num_embeds: int = TOKEN2WAV_NUM_EMBEDS, mel_dim: int = 80
+) -> dict[str, Any]:
+    """kwargs for ``Qwen2_5OmniToken2WavConfig``: a tiny DiT and BigVGAN, real code range."""
+    return {
+        "dit_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": 16,
+            "emb_dim": 16,
+            "enc_emb_dim": 16,
+            "enc_dim": 16,
+            "enc_channels": [16, 16, 16, 16, 48],
+            "enc_attention_channels": 8,
+            "enc_se_channels": 8,
+            "look_ahead_layers": [0],
+            "look_backward_layers": [0],
+            "num_embeds": num_embeds,
+            "mel_dim": mel_dim,
+        },
+        "bigvgan_config": {
+            "mel_dim": mel_dim,
+            "upsample_initial_channel": 16,
+            "resblock_kernel_sizes": [3],
+            "resblock_dilation_sizes": [[1, 3, 5]],
+            "upsample_rates": [2, 2],
+            "upsample_kernel_sizes": [4, 4],
+        },
+    }
+
+
 def tiny_omni_config_dict(text_vocab: int = 512, text_intermediate: int = 96) -> dict[str, Any]:
     """kwargs for ``Qwen2_5OmniConfig``; ``text_vocab`` sizes the thinker's (big) tensors."""
     return {
@@ -62,30 +94,7 @@ def tiny_omni_config_dict(text_vocab: int = 512, text_intermediate: int = 96) ->
             "max_window_layers": 2,
             "rope_parameters": dict(MROPE),
         },
-        "token2wav_config": {
-            "dit_config": {
-                "hidden_size": 32,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "head_dim": 16,
-                "emb_dim": 16,
-                "enc_emb_dim": 16,
-                "enc_dim": 16,
-                "enc_channels": [16, 16, 16, 16, 48],
-                "enc_attention_channels": 8,
-                "enc_se_channels": 8,
-                "look_ahead_layers": [1],
-                "look_backward_layers": [0],
-                "num_embeds": TOKEN2WAV_NUM_EMBEDS,
-            },
-            "bigvgan_config": {
-                "upsample_initial_channel": 16,
-                "resblock_kernel_sizes": [3],
-                "resblock_dilation_sizes": [[1, 3, 5]],
-                "upsample_rates": [2, 2],
-                "upsample_kernel_sizes": [4, 4],
-            },
-        },
+        "token2wav_config": tiny_token2wav_config_dict(),
     }
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from omniforge.errors import SourceError
+from omniforge.onnx_io import FileRecord
 from omniforge.sources import AudioHead, ModelConfigs, _eval_fp32
 from omniforge.token2wav import CODEC_EMBED_KEYS, Token2WavMetadata, from_config, reconcile
 
@@ -403,13 +404,6 @@ def _non_persistent_buffers(module: nn.Module, prefix: str) -> set[str]:
 # -- the source ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FileDigest:
-    name: str
-    bytes: int
-    sha256: str
-
-
 class PretrainedSource:
     """A Qwen2.5-Omni checkpoint directory (local, or a hub-cache snapshot).
 
@@ -542,14 +536,14 @@ class PretrainedSource:
         return files
 
     @functools.cached_property
-    def _digests(self) -> dict[Path, FileDigest]:
+    def _digests(self) -> dict[Path, FileRecord]:
         from omniforge.onnx_io import sha256_file
 
         digests = {}
         for path in self.files_read():
             size = path.stat().st_size
             log.info("sha256 of %s (%.2f GB)", path.name, size / 1e9)
-            digests[path] = FileDigest(path.name, size, sha256_file(path))
+            digests[path] = FileRecord(path.name, size, sha256_file(path))
         return digests
 
     def record(self) -> dict[str, Any]:

@@ -13,12 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from omniforge.errors import ParamsError
 from omniforge.generation import mrope_positions
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from torch import nn
 
     from omniforge.params import Params
@@ -95,12 +92,6 @@ class Component(ABC):
 
     def configure_from(self, params: Params) -> Component:
         """This component configured from params.yaml (its own section, if it has one)."""
-        return self
-
-    def configure(self, options: Mapping[str, Any]) -> Component:
-        """A copy configured from this component's params section; none by default."""
-        if options:
-            raise ParamsError(f"{self.name}: takes no options, got {sorted(options)}")
         return self
 
     def extra_validation(

@@ -9,9 +9,9 @@ named, and nothing downstream is touched; a good change re-runs only what it aff
 import argparse
 from pathlib import Path
 
-from omniforge.cli import run_stage
-from omniforge.onnx_io import write_json
+from omniforge.artifacts import write_json
 from omniforge.params import Params
+from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:

@@ -3,17 +3,16 @@
 import argparse
 from pathlib import Path
 
-from omniforge.cli import run_stage
 from omniforge.components import get_component
-from omniforge.export import export_component
 from omniforge.params import Params
+from omniforge.passes.export import export_component
 from omniforge.sources import open_source
+from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    export_component(
-        get_component(args.component), open_source(params.model), Path(args.out), params.export
-    )
+    component = get_component(args.component)
+    export_component(component, open_source(params.model), Path(args.out), params.export)
 
 
 if __name__ == "__main__":

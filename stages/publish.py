@@ -3,25 +3,22 @@
 import argparse
 from pathlib import Path
 
-from omniforge.cli import run_stage
-from omniforge.onnx_io import SOURCE_FILENAME, read_json, write_json
+from omniforge.artifacts import write_json
 from omniforge.params import Params
-from omniforge.registry import collect_candidates, publish, summary
+from omniforge.publish import publish_pipeline
+from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    candidates = collect_candidates(
-        params.components,
+    summary = publish_pipeline(
+        params,
         Path(args.variants_root),
-        read_json(Path(args.validate)),
+        Path(args.exports_root),
+        Path(args.validate),
         Path(args.benchmark_root),
+        Path(args.out),
     )
-    sources = {
-        name: read_json(Path(args.exports_root) / name / SOURCE_FILENAME)
-        for name in params.components
-    }
-    manifest = publish(candidates, params.publish.gates, Path(args.out), sources, params.as_dict())
-    write_json(Path(args.summary), summary(manifest))
+    write_json(Path(args.summary), summary)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from omniforge.cli import run_stage
 from omniforge.params import Params
-from omniforge.simplify import simplify_artifact
+from omniforge.passes.simplify import simplify_artifact
+from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:

@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from omniforge.cli import run_stage
-from omniforge.onnx_io import write_json
+from omniforge.artifacts import write_json
 from omniforge.params import Params
+from omniforge.stage import run_stage
 from omniforge.validate import validate_pipeline
 
 
@@ -15,6 +15,6 @@ def main(args: argparse.Namespace, params: Params) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variants-root", required=True, help="holds <component>-<variant>/")
+    parser.add_argument("--variants-root", required=True, help="holds <component>/<variant>/")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     run_stage(main, parser)

@@ -1,17 +1,22 @@
-"""Shared fixtures: the `tiny` preset, exported once per session into a temp directory."""
+"""Shared fixtures: the `tiny` preset, every component built once per session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+from omniforge.artifacts import variant_dir
 from omniforge.components import get_component
-from omniforge.export import export_component
-from omniforge.params import ExportParams, QuantizeParams, SimplifyParams
-from omniforge.quantize import quantize_artifact
-from omniforge.simplify import simplify_artifact
-from omniforge.sources import SyntheticSource
+from omniforge.params import FP32, ExportParams, QuantizeParams, SimplifyParams
+from omniforge.passes.export import export_component
+from omniforge.passes.quantize import quantize_artifact
+from omniforge.passes.simplify import simplify_artifact
+from omniforge.sources.synthetic import SyntheticSource
+
+TINY_COMPONENTS = ("talker", "talker_kv", "projection")
 
 
 @pytest.fixture(scope="session")
@@ -20,30 +25,49 @@ def tiny_source() -> SyntheticSource:
 
 
 @pytest.fixture(scope="session")
-def tiny_variants(
-    tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource
-) -> dict[str, Path]:
-    """``{"talker-fp32": dir, "talker-int8": dir, ...}`` for the tiny preset."""
-    root = tmp_path_factory.mktemp("variants")
-    dirs: dict[str, Path] = {}
-    for name in ("talker", "projection"):
+def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource) -> Path:
+    """``<root>/export/<component>`` and ``<root>/variants/<component>/<variant>``, as the
+    pipeline lays them out, for every component of the tiny preset."""
+    root = tmp_path_factory.mktemp("tiny")
+    for name in TINY_COMPONENTS:
         exported = export_component(
-            get_component(name), tiny_source, root / f"export-{name}", ExportParams()
+            get_component(name), tiny_source, root / "export" / name, ExportParams()
         )
-        dirs[f"{name}-export"] = exported
-        dirs[f"{name}-fp32"] = simplify_artifact(exported, root / f"{name}-fp32", SimplifyParams())
-        for scheme in ("int8", "int4"):
-            dirs[f"{name}-{scheme}"] = quantize_artifact(
-                dirs[f"{name}-fp32"], root / f"{name}-{scheme}", scheme, QuantizeParams()
+        fp32 = simplify_artifact(
+            exported, variant_dir(root / "variants", name, FP32), SimplifyParams()
+        )
+        for scheme in QuantizeParams.schemes():
+            quantize_artifact(
+                fp32, variant_dir(root / "variants", name, scheme), scheme, QuantizeParams()
             )
-    return dirs
+    return root
 
 
 @pytest.fixture(scope="session")
-def kv_variants(
-    tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSource
-) -> dict[str, Path]:
-    """``{"export", "fp32", "int8", "int4"}`` directories of the tiny KV-cache talker."""
-    from talker_kv_tiny import tiny_kv_variants
+def tiny_variants(tiny_root: Path) -> dict[str, dict[str, Path]]:
+    """``{component: {variant: directory}}`` of the tiny preset."""
+    variants = (FP32, *QuantizeParams.schemes())
+    return {
+        name: {v: variant_dir(tiny_root / "variants", name, v) for v in variants}
+        for name in TINY_COMPONENTS
+    }
 
-    return tiny_kv_variants(tmp_path_factory, tiny_source)
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_root: Path) -> dict[str, Path]:
+    return {name: tiny_root / "export" / name for name in TINY_COMPONENTS}
+
+
+@pytest.fixture(scope="session")
+def kv_variants(tiny_variants: dict[str, dict[str, Path]]) -> dict[str, Path]:
+    """The tiny KV-cache talker's variant directories."""
+    return tiny_variants["talker_kv"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: torch's thread pool costs more than it saves (~100x on 2 shared cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,16 +2,18 @@ from pathlib import Path
 
 import pytest
 
+from omniforge.components import check_component_names
 from omniforge.errors import ParamsError
-from omniforge.params import Params, load_params, parse_params
+from omniforge.params import MAX_OPSET, MIN_OPSET, load_params, parse_params
+from omniforge.stage import load_checked_params
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_repo_params_yaml_parses_and_matches_the_defaults() -> None:
-    params = load_params(REPO / "params.yaml")
-    assert params == Params()
-    assert params.model.preset == "lite"
+def test_repo_params_yaml_is_valid() -> None:
+    """Whatever values an experiment set: the file parses and names known components."""
+    params = load_checked_params(REPO / "params.yaml")
+    assert params.components
 
 
 def test_unknown_key_is_named() -> None:
@@ -58,13 +60,71 @@ def test_every_component_needs_benchmark_lengths() -> None:
 
 
 def test_entries_for_components_not_built_are_ignored_but_unknown_ones_fail() -> None:
-    assert parse_params({"components": ["talker", "projection"]}).components == [
-        "talker",
-        "projection",
-    ]
+    params = parse_params({"components": ["talker", "projection"]})
+    assert params.components == ["talker", "projection"]
+    check_component_names(params)
     lengths = {"talker": [8], "talker_kv": [8], "projection": [8], "encoder": [8]}
-    with pytest.raises(ParamsError, match="benchmark.lengths.encoder: unknown component"):
-        parse_params({"benchmark": {"lengths": lengths}})
+    with pytest.raises(ParamsError, match="benchmark.lengths: unknown component 'encoder'"):
+        check_component_names(parse_params({"benchmark": {"lengths": lengths}}))
+    with pytest.raises(ParamsError, match="components: unknown component 'encoder'"):
+        check_component_names(
+            parse_params(
+                {
+                    "components": ["encoder"],
+                    "benchmark": {"lengths": lengths},
+                    "validate": {
+                        "shapes": {
+                            "encoder": [{"batch": 1, "length": 1}, {"batch": 2, "length": 2}]
+                        }
+                    },
+                }
+            )
+        )
+
+
+def test_components_must_be_listed_once_and_not_be_empty() -> None:
+    with pytest.raises(ParamsError, match="components: List should have at least 1 item"):
+        parse_params({"components": []})
+    with pytest.raises(ParamsError, match=r"listed more than once: \['talker'\]"):
+        parse_params({"components": ["talker", "projection", "talker"]})
+
+
+def test_unknown_preset_is_named_with_the_known_ones() -> None:
+    with pytest.raises(ParamsError, match=r"model\.preset: .*unknown preset .*'lite'"):
+        parse_params({"model": {"preset": "huge"}})
+
+
+def test_opset_must_be_one_the_exporter_has() -> None:
+    assert parse_params({"export": {"opset": MAX_OPSET}}).export.opset == MAX_OPSET
+    for opset in (MIN_OPSET - 1, MAX_OPSET + 1, 99):
+        with pytest.raises(ParamsError, match=r"export\.opset"):
+            parse_params({"export": {"opset": opset}})
+
+
+def test_opset_bounds_are_the_exporters() -> None:
+    from torch.onnx import _constants
+    from torch.onnx._internal.exporter import _constants as exporter_constants
+
+    assert MAX_OPSET == _constants.ONNX_MAX_OPSET
+    assert MIN_OPSET == exporter_constants.TORCHLIB_OPSET
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("min_cosine", 2.0),
+        ("min_cosine", -0.1),
+        ("min_top1_agreement", 1.5),
+        ("min_forced_cosine", 1.01),
+        ("min_forced_top1_agreement", -1),
+        ("max_abs_error", -0.5),
+        ("max_p50_ms", 0),
+        ("max_decode_real_time_factor", -1),
+    ],
+)
+def test_gate_thresholds_outside_their_meaning_are_named(key: str, value: float) -> None:
+    with pytest.raises(ParamsError, match=rf"publish\.gates\.int8\.{key}"):
+        parse_params({"publish": {"gates": {"int8": {key: value}}}})
 
 
 def test_pretrained_needs_a_path_or_hub_id() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from omniforge.onnx_io import sha256_file
-from omniforge.registry import load_manifest, verify_all
+from omniforge.artifacts import sha256_file
+from omniforge.runtime.manifest import load_manifest, verify_all
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "stages", "src", ".dvc/config"]
@@ -27,6 +27,8 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
     env = dict(os.environ)
     # The stage commands call `python`: make it this interpreter, with its dvc.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # ... importing the project copy's own library, which its dvc.yaml deps hash.
+    env["PYTHONPATH"] = str(cwd / "src")
     # `dvc exp run` commits: give git an identity on machines without a global one.
     for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
         env.setdefault(key, "omniforge tests")
@@ -120,7 +122,7 @@ def test_typo_in_params_fails_naming_the_key_and_touches_nothing(project: Path) 
     params_file = project / "params.yaml"
     good = params_file.read_text()
     manifest = project / "models" / "published" / "manifest.json"
-    int4 = project / "models" / "variants" / "talker-int4" / "model.onnx.data"
+    int4 = project / "models" / "variants" / "talker" / "int4" / "model.onnx.data"
     before = (sha256_file(manifest), sha256_file(int4))
     params = yaml.safe_load(good)
     params["quantize"]["int4"]["blok_size"] = params["quantize"]["int4"].pop("block_size")
@@ -180,7 +182,7 @@ def test_pipeline_on_a_sharded_checkpoint_matches_the_models_own_modules(
     import torch
     from tiny_omni import audio_tower, tower_tail
 
-    from omniforge.registry import load_session
+    from omniforge.runtime.manifest import load_session
 
     published = pretrained_project / "models" / "published"
     manifest = load_manifest(published)
@@ -225,14 +227,9 @@ def test_changed_weights_make_the_export_stale(pretrained_project: Path) -> None
 def test_published_decode_graph_generates_the_codes_pytorch_generates(project: Path) -> None:
     import numpy as np
 
-    from omniforge.generation import (
-        GenerationConfig,
-        OnnxTalker,
-        generate_codes,
-        torch_generate_codes,
-    )
-    from omniforge.registry import load_session
-    from omniforge.sources import SyntheticSource
+    from omniforge.reference import torch_generate_codes
+    from omniforge.runtime import GenerationConfig, OnnxTalker, generate_codes, load_session
+    from omniforge.sources.synthetic import SyntheticSource
 
     rng = np.random.default_rng(7)
     prompt = rng.standard_normal((2, 6, 64)).astype(np.float32)

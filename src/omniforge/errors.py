@@ -19,3 +19,9 @@ class SourceError(OmniforgeError):
 
 class ArtifactError(OmniforgeError):
     """An artifact on disk is missing, truncated or does not match its recorded hash."""
+
+
+def listing(names: list[str], limit: int = 5) -> str:
+    """The first few of many names, for a message: ``a, b, c, … (12 in all)``."""
+    shown = ", ".join(names[:limit])
+    return f"{shown}, … ({len(names)} in all)" if len(names) > limit else shown

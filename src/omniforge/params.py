@@ -2,24 +2,29 @@
 
 Every stage reads params.yaml through :func:`load_params` before it touches an output, so a
 typo fails at once with a message that names the key (``quantize.int4.blok_size``).
+Component names are checked against the component registry by the stage entry points
+(:func:`omniforge.stage.load_checked_params`); preset names against the presets.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from omniforge.errors import ParamsError
+from omniforge.sources.presets import PRESETS
 
-PresetName = Literal["tiny", "lite", "qwen2.5-omni-3b", "qwen2.5-omni-7b"]
-VariantName = Literal["fp32", "int8", "int4"]
-VARIANTS: tuple[str, ...] = ("fp32", "int8", "int4")
-ComponentName = Literal["talker", "talker_kv", "projection"]
-COMPONENT_NAMES: tuple[str, ...] = get_args(ComponentName)
+# The unquantized variant of every component; the others are named after quantize schemes.
+FP32 = "fp32"
+# What torch 2.13's dynamo exporter can emit: torchlib is written at opset 18, and
+# torch.onnx refuses anything above ONNX_MAX_OPSET (23).
+MIN_OPSET, MAX_OPSET = 18, 23
+
 PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class Section(BaseModel):
@@ -30,7 +35,7 @@ class ModelParams(Section):
     """Where the weights come from."""
 
     source: Literal["synthetic", "pretrained"] = "synthetic"
-    preset: PresetName = "lite"
+    preset: str = "lite"
     seed: int = 0
     # pretrained only: a local checkpoint directory, or a hub id found in the local hub cache.
     path: str | None = None
@@ -38,7 +43,14 @@ class ModelParams(Section):
     revision: str | None = None
     # The path DVC hashes for the weights (dvc.yaml cannot template a null dependency):
     # set it to model.path for a local checkpoint; presets.py pins a synthetic model.
-    dvc_dep: str = "src/omniforge/presets.py"
+    dvc_dep: str = "src/omniforge/sources/presets.py"
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset (known: {sorted(PRESETS)})")
+        return preset
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelParams:
@@ -56,7 +68,7 @@ class Token2WavParams(Section):
 
 
 class ExportParams(Section):
-    opset: int = Field(default=20, ge=18)
+    opset: int = Field(default=20, ge=MIN_OPSET, le=MAX_OPSET)
     # Example sizes used for tracing. Sizes 0 and 1 get specialised by torch.export,
     # so both must be >= 2 for the dims to stay dynamic.
     example_batch: int = Field(default=2, ge=2)
@@ -82,8 +94,14 @@ class Int4Params(Section):
 
 
 class QuantizeParams(Section):
+    """One entry per quantization scheme; each names a variant of every component."""
+
     int8: Int8Params = Int8Params()
     int4: Int4Params = Int4Params()
+
+    @classmethod
+    def schemes(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
 
 
 class Shape(Section):
@@ -150,21 +168,21 @@ class TalkerKVParams(Section):
 class Gate(Section):
     """Thresholds a variant must meet to be published; None disables a check."""
 
-    min_cosine: float | None = None
-    max_abs_error: float | None = None
-    min_top1_agreement: float | None = Field(default=None, ge=0, le=1)
+    min_cosine: Fraction | None = None
+    max_abs_error: float | None = Field(default=None, ge=0)
+    min_top1_agreement: Fraction | None = None
     # Budget for the median latency at the largest benchmarked length.
-    max_p50_ms: float | None = None
+    max_p50_ms: float | None = Field(default=None, gt=0)
     # KV-cache talker: greedy codes equal to PyTorch's for at least this many steps.
     min_steps_before_divergence: int | None = Field(default=None, ge=0)
     # KV-cache talker, teacher-forced on PyTorch's codes: logits cosine and top-1 per step.
-    min_forced_cosine: float | None = None
-    min_forced_top1_agreement: float | None = Field(default=None, ge=0, le=1)
+    min_forced_cosine: Fraction | None = None
+    min_forced_top1_agreement: Fraction | None = None
     max_decode_real_time_factor: float | None = Field(default=None, gt=0)
 
 
 class PublishParams(Section):
-    gates: dict[VariantName, Gate] = {
+    gates: dict[str, Gate] = {
         "fp32": Gate(
             min_cosine=0.99999,
             max_abs_error=1e-3,
@@ -187,11 +205,7 @@ class PublishParams(Section):
 
 
 class Params(Section):
-    components: list[ComponentName] = [
-        "talker",
-        "talker_kv",
-        "projection",
-    ]
+    components: list[str] = Field(default=["talker", "talker_kv", "projection"], min_length=1)
     model: ModelParams = ModelParams()
     token2wav: Token2WavParams = Token2WavParams()
     export: ExportParams = ExportParams()
@@ -205,22 +219,30 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @field_validator("components")
+    @classmethod
+    def _unique(cls, components: list[str]) -> list[str]:
+        repeated = sorted({name for name in components if components.count(name) > 1})
+        if repeated:
+            raise ValueError(f"components are listed more than once: {repeated}")
+        return components
+
     @model_validator(mode="after")
-    def _known_components(self) -> Params:
+    def _settings_per_component(self) -> Params:
+        # Entries for components not built are kept (and ignored), so dropping a
+        # component does not also mean deleting its settings.
         for section, mapping in (
             ("validate.shapes", self.validate_.shapes),
             ("benchmark.lengths", self.benchmark.lengths),
         ):
-            # Entries for components not built are kept (and ignored), so dropping a
-            # component does not also mean deleting its settings.
-            for name in mapping:
-                if name not in COMPONENT_NAMES:
-                    raise ValueError(
-                        f"{section}.{name}: unknown component (known: {list(COMPONENT_NAMES)})"
-                    )
             for name in (c for c in self.components if c not in mapping):
                 raise ValueError(f"{section} has no entry for component '{name}'")
         return self
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The variants built of every component: fp32, then one per quantize scheme."""
+        return (FP32, *self.quantize.schemes())
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from omniforge.generation import mrope_positions
+from omniforge.talker_io import mrope_positions
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from omniforge.params import Params
-    from omniforge.sources import ModelConfigs, ModelSource
+    from omniforge.sources.base import ModelConfigs, ModelSource
 
 DynamicAxes = dict[int, str]
+# The thinker's hidden space: what the projection writes and the talker reads.
+THINKER_HIDDEN = "thinker_hidden"
 Inputs = dict[str, np.ndarray]
 
 
@@ -37,12 +37,19 @@ class BenchmarkCase:
 class Component(ABC):
     """One exportable graph of the voice pipeline."""
 
+    # The file's stem: components/<name>.py.
     name: ClassVar[str]
+    # What validate and benchmark do beyond parity and per-shape latency depends on it:
+    # "kv-cache" graphs also get generation parity and decode-step timings.
     graph_kind: ClassVar[str] = "full-sequence"
     # The output whose last axis is a vocabulary: parity then also reports top-1 agreement.
     logits_output: ClassVar[str | None] = None
     # What the benchmark lengths mean for this component (the plot's x axis).
     length_name: ClassVar[str] = "sequence_length"
+    # The space (e.g. "thinker_hidden") an input reads or an output writes: an output and an
+    # input in the same space are a link of the voice pipeline, whose last dims must agree.
+    consumes: ClassVar[dict[str, str]] = {}
+    produces: ClassVar[dict[str, str]] = {}
 
     @property
     def emits_codes(self) -> bool:
@@ -89,22 +96,6 @@ class Component(ABC):
         positionally: torch.export mishandles a ``**kwargs`` forward with dynamic shapes.
         """
         return (), dict(example)
-
-    def configure_from(self, params: Params) -> Component:
-        """This component configured from params.yaml (its own section, if it has one)."""
-        return self
-
-    def extra_validation(
-        self, source: ModelSource, model_dir: Path, variant: str, seed: int
-    ) -> dict[str, Any]:
-        """Checks beyond output parity (e.g. generation through the graph); returns metrics."""
-        return {}
-
-    def extra_benchmark(
-        self, source: ModelSource, model_dir: Path, variant: str, threads: int
-    ) -> dict[str, Any]:
-        """Timings beyond the per-shape latency (e.g. decode steps); returns metrics."""
-        return {}
 
     def benchmark_cases(
         self, configs: ModelConfigs, batch: int, lengths: list[int], seed: int

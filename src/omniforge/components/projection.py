@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from omniforge.components.base import Component, DynamicAxes, Inputs, seeded_normal
+from omniforge.components.base import (
+    THINKER_HIDDEN,
+    Component,
+    DynamicAxes,
+    Inputs,
+    seeded_normal,
+)
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from omniforge.sources import ModelConfigs, ModelSource
+    from omniforge.sources.base import ModelConfigs, ModelSource
 
 
 class Projection(Component):
     name = "projection"
     graph_kind = "full-sequence"
     length_name = "frames"
+    produces: ClassVar[dict[str, str]] = {"audio_embeds": THINKER_HIDDEN}
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
         return {"audio_features": {0: "batch_size", 1: "frames"}}

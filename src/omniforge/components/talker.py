@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from omniforge.components.base import Component, DynamicAxes, Inputs, seeded_normal, text_positions
+from omniforge.components.base import (
+    THINKER_HIDDEN,
+    Component,
+    DynamicAxes,
+    Inputs,
+    seeded_normal,
+    text_positions,
+)
 
 if TYPE_CHECKING:
-    from omniforge.sources import ModelConfigs, ModelSource
+    from omniforge.sources.base import ModelConfigs, ModelSource
 
 
 class TalkerFullSequence(nn.Module):
@@ -33,6 +40,7 @@ class Talker(Component):
     name = "talker"
     graph_kind = "full-sequence"
     logits_output = "logits"
+    consumes: ClassVar[dict[str, str]] = {"inputs_embeds": THINKER_HIDDEN}
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
         return {

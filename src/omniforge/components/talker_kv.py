@@ -24,9 +24,6 @@ The graph is stateless: positions come in explicitly, the cache goes in and out 
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -34,6 +31,7 @@ import torch
 from torch import nn
 
 from omniforge.components.base import (
+    THINKER_HIDDEN,
     BenchmarkCase,
     Component,
     DynamicAxes,
@@ -41,32 +39,45 @@ from omniforge.components.base import (
     seeded_normal,
     text_positions,
 )
-from omniforge.errors import ParamsError
-from omniforge.generation import NO_CODEC, past_names, present_names
+from omniforge.talker_io import NO_CODEC, past_names, present_names
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from omniforge.params import Params
-    from omniforge.sources import ModelConfigs, ModelSource
+    from transformers import DynamicCache
 
-log = logging.getLogger(__name__)
-
-__all__ = ["NO_CODEC", "TalkerKV", "TalkerKVOptions", "TalkerWithCache", "add_codec_embeddings"]
+    from omniforge.sources.base import ModelConfigs, ModelSource
 
 
 def add_codec_embeddings(
     talker: nn.Module, inputs_embeds: torch.Tensor, codec_ids: torch.Tensor
 ) -> torch.Tensor:
-    """``inputs_embeds + embed_tokens(codec_ids)``, adding nothing where ``codec_ids < 0``.
-
-    Shared by the export wrapper and the PyTorch reference generation, so both feed the
-    talker the same thing the transformers talker computes in place.
-    """
+    """``inputs_embeds + embed_tokens(codec_ids)``, adding nothing where ``codec_ids < 0``."""
     present = (codec_ids >= 0).unsqueeze(-1)
     codec = talker.get_input_embeddings()(codec_ids.clamp(min=0))
     # masked_fill, not a multiply: an exact zero where there is no codec id.
     return inputs_embeds + codec.masked_fill(~present, 0.0)
+
+
+def talker_step(
+    talker: nn.Module,
+    inputs_embeds: torch.Tensor,
+    codec_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: DynamicCache,
+) -> torch.Tensor:
+    """What one call of the graph computes: logits of the new positions; ``cache`` grows.
+
+    The export wrapper, the PyTorch reference generation and the eager benchmark all call
+    this, so each feeds the talker what the transformers talker computes in place.
+    """
+    out = talker(
+        inputs_embeds=add_codec_embeddings(talker, inputs_embeds, codec_ids),
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return out.logits
 
 
 class TalkerWithCache(nn.Module):
@@ -105,71 +116,11 @@ class TalkerWithCache(nn.Module):
             ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)],
             config=self.talker.config,
         )
-        embeds = add_codec_embeddings(self.talker, inputs_embeds, codec_ids)
-        out = self.talker(
-            inputs_embeds=embeds, position_ids=position_ids, past_key_values=cache, use_cache=True
-        )
-        flat = [out.logits]
-        for layer in out.past_key_values.layers:
+        logits = talker_step(self.talker, inputs_embeds, codec_ids, position_ids, cache)
+        flat = [logits]
+        for layer in cache.layers:
             flat += [layer.keys, layer.values]
         return tuple(flat)
-
-
-@dataclass(frozen=True)
-class TalkerKVOptions:
-    """Settings of the generation check and the decode benchmark (a params section)."""
-
-    # validate: greedy generation in PyTorch and through each variant, step by step.
-    validate_steps: int = 48
-    validate_batch: int = 2
-    prompt_length: int = 16
-    # Shorter than the steps on purpose: after the reply ends its last state repeats.
-    reply_length: int = 8
-    # One thread, as the parity check: figures must not depend on the machine's cores.
-    validate_threads: int = 1
-    # benchmark: decode-step latency per past length, prefill, generation, bandwidth floor.
-    bench_past_lengths: tuple[int, ...] = (64, 256, 1024)
-    bench_reference_past: int = 256
-    bench_prefill_length: int = 128
-    bench_generation_steps: int = 32
-    bench_batch: int = 1
-    bench_warmup: int = 3
-    bench_iterations: int = 20
-    bench_compare_torch: bool = True
-    bandwidth_mib: int = 256
-
-    def __post_init__(self) -> None:
-        positive = ("validate_steps", "validate_batch", "reply_length", "validate_threads")
-        for name in (*positive, "bench_prefill_length", "bench_generation_steps", "bench_batch"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"talker_kv.{name} must be >= 1, got {getattr(self, name)}")
-        if self.prompt_length < 2:
-            raise ParamsError(
-                f"talker_kv.prompt_length must be >= 2 (codec pad and bos go on the last two "
-                f"positions), got {self.prompt_length}"
-            )
-        if not self.bench_past_lengths or min(self.bench_past_lengths) < 0:
-            raise ParamsError(f"talker_kv.bench_past_lengths: {self.bench_past_lengths}")
-        if self.bench_iterations < 1 or self.bench_warmup < 0 or self.bandwidth_mib < 16:
-            raise ParamsError(
-                "talker_kv: bench_iterations >= 1, bench_warmup >= 0, bandwidth_mib >= 16"
-            )
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> TalkerKVOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ParamsError(f"talker_kv: unknown option(s) {unknown} (known: {sorted(known)})")
-        values = dict(options)
-        if "bench_past_lengths" in values:
-            values["bench_past_lengths"] = tuple(int(n) for n in values["bench_past_lengths"])
-        return replace(cls(), **values)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["bench_past_lengths"] = list(self.bench_past_lengths)
-        return out
 
 
 class TalkerKV(Component):
@@ -178,34 +129,10 @@ class TalkerKV(Component):
     name = "talker_kv"
     graph_kind = "kv-cache"
     logits_output = "logits"
+    consumes: ClassVar[dict[str, str]] = {"inputs_embeds": THINKER_HIDDEN}
     # benchmark_cases are decode steps: the plot's x axis is the cache length.
     length_name = "past_sequence_length"
     fixed_inputs: ClassVar[tuple[str, ...]] = ("inputs_embeds", "codec_ids", "position_ids")
-
-    def __init__(self, options: TalkerKVOptions | None = None) -> None:
-        self.options = options or TalkerKVOptions()
-
-    def configure(self, options: Mapping[str, Any]) -> TalkerKV:
-        """A copy with the options of a params section (unknown keys rejected)."""
-        return TalkerKV(TalkerKVOptions.from_mapping(options))
-
-    def configure_from(self, params: Params) -> TalkerKV:
-        """The talker_kv section, plus the decode benchmark's settings from benchmark."""
-        bench = params.benchmark
-        return self.configure(
-            {
-                **params.talker_kv.model_dump(),
-                "bench_past_lengths": bench.lengths.get(
-                    self.name, list(self.options.bench_past_lengths)
-                ),
-                "bench_batch": bench.batch,
-                "bench_warmup": bench.warmup,
-                "bench_iterations": bench.iterations,
-                "bench_compare_torch": bench.compare_torch,
-            }
-        )
-
-    # --- interface ---------------------------------------------------------------------------
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
         axes: dict[str, DynamicAxes] = {
@@ -270,22 +197,6 @@ class TalkerKV(Component):
             for n in lengths
         ]
 
-    # --- hooks -------------------------------------------------------------------------------
-
-    def extra_validation(
-        self, source: ModelSource, model_dir: Path, variant: str, seed: int
-    ) -> dict[str, Any]:
-        from omniforge.decode_checks import validate_generation
-
-        return validate_generation(source, Path(model_dir), self.options, seed)
-
-    def extra_benchmark(
-        self, source: ModelSource, model_dir: Path, variant: str, threads: int
-    ) -> dict[str, Any]:
-        from omniforge.decode_checks import benchmark_decode
-
-        return benchmark_decode(source, Path(model_dir), variant, threads, self.options)
-
 
 def step_inputs(
     configs: ModelConfigs,
@@ -312,3 +223,14 @@ def step_inputs(
     for index, name in enumerate(past_names(talker.num_hidden_layers)):
         inputs[name] = seeded_normal(seed + 1 + index, shape)
     return inputs
+
+
+def generation_inputs(
+    configs: ModelConfigs, batch: int, prompt_length: int, reply_length: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded thinker-side prompt [batch, T, E] and reply states [batch, R, E]."""
+    hidden = configs.talker.embedding_size
+    return (
+        seeded_normal(seed + 101, (batch, prompt_length, hidden)),
+        seeded_normal(seed + 202, (batch, reply_length, hidden)),
+    )

@@ -1,0 +1,70 @@
+"""Each contender runs in a fresh child process: its peak RSS is its own, and one variant's
+allocations do not slow the next. Children die with the stage, whatever kills it.
+
+A child is ``python -m omniforge.benchmark.children``: it reads (module, function, args)
+pickled on stdin, imports only that module, and writes the pickled result on stdout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from omniforge.errors import OmniforgeError
+
+# prctl(2) option: a signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: a ``kill -9`` of the stage kills it too."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_in_child(what: str, function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``function(*args)`` in a child interpreter: its result, or an error naming ``what``."""
+    request = pickle.dumps((function.__module__, function.__qualname__, args))
+    result = subprocess.run(
+        [sys.executable, "-m", __name__],
+        input=request,
+        stdout=subprocess.PIPE,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        check=False,
+    )
+    if result.returncode != 0:
+        how = (
+            f"was killed by signal {-result.returncode} (out of memory?)"
+            if result.returncode < 0
+            else f"failed with exit status {result.returncode} (its error is above)"
+        )
+        raise OmniforgeError(f"benchmark of {what}: the child process {how}")
+    return pickle.loads(result.stdout)
+
+
+def _serve() -> None:
+    import os
+
+    from omniforge.stage import setup_logging
+
+    # The result goes to the original stdout; anything else printed goes to stderr, so a
+    # library's print cannot corrupt the pickle.
+    result_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    setup_logging()
+    module, name, args = pickle.loads(sys.stdin.buffer.read())
+    function = getattr(importlib.import_module(module), name)
+    result_out.write(pickle.dumps(function(*args)))
+    result_out.close()
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,1 @@
+"""The graph passes, one file each: export, simplify, quantize."""

@@ -1,0 +1,37 @@
+"""The simplify pass: onnxsim on an exported graph, weights kept as external data."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omniforge.artifacts import atomic_directory, check_artifact, model_path, save_model
+from omniforge.errors import ArtifactError
+from omniforge.params import SimplifyParams
+
+log = logging.getLogger(__name__)
+
+
+def simplify_artifact(src_dir: Path, out_dir: Path, params: SimplifyParams) -> Path:
+    """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically)."""
+    from onnxsim import simplify
+
+    source = model_path(src_dir)
+    started = time.perf_counter()
+    log.info("simplifying %s", source)
+    # From a path, so onnxsim reads the external data itself; certify (a Z3 proof) is off:
+    # it is best-effort, depends on an optional package and would change the bytes.
+    model, ok = simplify(str(source), check_n=params.check_n, certify=False)
+    if not ok:
+        raise ArtifactError(f"{source}: onnxsim's check of the simplified graph failed")
+    log.info(
+        "simplified %s in %.1fs (%d nodes)",
+        source,
+        time.perf_counter() - started,
+        len(model.graph.node),
+    )
+    with atomic_directory(out_dir) as tmp:
+        save_model(model, tmp)
+        check_artifact(tmp)
+    return Path(out_dir)

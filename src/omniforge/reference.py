@@ -1,0 +1,74 @@
+"""The PyTorch reference: the transformers talker with its own cache, through the same loop.
+
+validate compares every graph against these; they match transformers' own
+``talker.generate`` (a test shows it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from omniforge.components.talker_kv import talker_step
+from omniforge.runtime.generation import (
+    GenerationConfig,
+    GenerationResult,
+    StepFn,
+    check_generation_inputs,
+    decode_loop,
+    teacher_forced_logits,
+)
+from omniforge.talker_io import mrope_positions
+
+
+def torch_stepper(talker: nn.Module) -> StepFn:
+    """One talker call per step with a DynamicCache that grows, fed what the graph is fed."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=talker.config)
+
+    def step(embeds: np.ndarray, codec_ids: np.ndarray, start: int) -> np.ndarray:
+        batch, seq = codec_ids.shape
+        with torch.inference_mode():
+            logits = talker_step(
+                talker,
+                torch.from_numpy(embeds),
+                torch.from_numpy(np.asarray(codec_ids)),
+                torch.from_numpy(mrope_positions(batch, seq, start)),
+                cache,
+            )
+        return logits.float().numpy()
+
+    return step
+
+
+def torch_generate_codes(
+    talker: nn.Module,
+    prompt_embeds: np.ndarray,
+    reply_embeds: np.ndarray,
+    config: GenerationConfig | None = None,
+    *,
+    return_logits: bool = False,
+) -> GenerationResult:
+    """Codec generation with a transformers ``Qwen2_5OmniTalkerForConditionalGeneration``."""
+    config = config or GenerationConfig()
+    prompt, reply = check_generation_inputs(
+        prompt_embeds, reply_embeds, talker.config.embedding_size
+    )
+    return decode_loop(
+        torch_stepper(talker), prompt, reply, 0, config, talker.config.vocab_size, return_logits
+    )
+
+
+def torch_score_codes(
+    talker: nn.Module, prompt_embeds: np.ndarray, reply_embeds: np.ndarray, codes: Any
+) -> np.ndarray:
+    """Teacher-forced logits [batch, steps, vocab] of ``codes`` with the transformers talker."""
+    prompt, reply = check_generation_inputs(
+        prompt_embeds, reply_embeds, talker.config.embedding_size
+    )
+    vocab = talker.config.vocab_size
+    return teacher_forced_logits(torch_stepper(talker), prompt, reply, codes, vocab)

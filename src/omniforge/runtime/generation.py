@@ -1,0 +1,290 @@
+"""Choosing codec ids step by step, as transformers' talker does: numpy only.
+
+The loop is shared by :class:`~omniforge.runtime.talker.OnnxTalker` and the PyTorch
+reference: each passes a step function, (embeds [B,S,E], codec_ids [B,S], first position)
+-> logits [B,S,V], that keeps its own cache.
+
+It follows ``Qwen2_5OmniForConditionalGeneration.generate`` and the talker's ``forward`` in
+transformers, with explicit positions so the graph stays stateless:
+
+- ``prompt_embeds`` [B, T, E] is transformers' ``talker_inputs_embeds``: thinker states plus
+  token embeddings of the prompt, the text-bos embedding and the first reply state. The talker
+  adds the codec pad and bos embeddings to its last two positions (``codec_ids`` = pad, bos;
+  every other prompt position has no codec id) and runs it at positions ``0 .. T-1``.
+- ``reply_embeds`` [B, R, E] is transformers' ``thinker_reply_part`` (the rest of the reply,
+  then the text-eos and text-pad embeddings). Decode step ``t`` (t = 0, 1, ...) feeds
+  ``reply_embeds[:, min(t, R-1)]`` plus the codec embedding of the last code at position
+  ``T + t``: once the reply is used up its last state repeats, as in transformers.
+- Greedy by default. Codec bos (8293) is never emitted; a row stops at eos/pad (8294/8292)
+  and emits pad afterwards; generation ends when every row has stopped or after
+  ``max_new_tokens`` codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from omniforge.errors import ContractError
+from omniforge.talker_io import (
+    CODEC_BOS_ID,
+    CODEC_EOS_ID,
+    CODEC_MASK_ID,
+    CODEC_PAD_ID,
+    NO_CODEC,
+    prompt_codec_ids,
+)
+
+# One model call: (embeds [B,S,E], codec_ids [B,S], first position) -> logits [B,S,V].
+StepFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How codes are chosen. The defaults are greedy decoding as transformers' talker does it.
+
+    ``code_limit``: when set (Token2Wav's ``num_embeds``, 8193), every id at or above it other
+    than the stop ids is suppressed, so stripped output always fits Token2Wav.
+    Sampling (``do_sample``) follows transformers' processors in order: repetition penalty,
+    min-new-tokens, suppression, temperature, top-k, top-p; drawn from ``seed``.
+    """
+
+    max_new_tokens: int = 4096
+    # Stop ids are suppressed for the first min_new_tokens codes.
+    min_new_tokens: int = 0
+    stop_ids: tuple[int, ...] = (CODEC_EOS_ID, CODEC_PAD_ID)
+    # What a row that has stopped emits while others go on.
+    pad_id: int = CODEC_PAD_ID
+    suppress_ids: tuple[int, ...] = (CODEC_BOS_ID,)
+    code_limit: int | None = None
+    repetition_penalty: float = 1.0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens must lie in [0, max_new_tokens={self.max_new_tokens}], "
+                f"got {self.min_new_tokens}"
+            )
+        if self.repetition_penalty <= 0 or self.temperature <= 0:
+            raise ValueError("repetition_penalty and temperature must be > 0")
+        if not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError(
+                f"top_p must lie in (0, 1] and top_k >= 0, got {self.top_p}, {self.top_k}"
+            )
+
+
+@dataclass
+class GenerationResult:
+    """Generated codes, [batch, steps]: each row's codes, its stop id, then pad."""
+
+    codes: np.ndarray
+    # Codes before each row's first stop id: the audio codes.
+    lengths: np.ndarray
+    # Whether each row emitted a stop id (False: it ran into max_new_tokens).
+    stopped: np.ndarray
+    # Raw logits of every step, [batch, steps, vocab], when asked for.
+    logits: np.ndarray | None = None
+
+    @property
+    def steps(self) -> int:
+        return int(self.codes.shape[1])
+
+    def audio_codes(self) -> list[np.ndarray]:
+        """Per row, the codes Token2Wav takes: everything before the first stop id."""
+        return [self.codes[row, :n] for row, n in enumerate(self.lengths.tolist())]
+
+
+def _as_embeds(name: str, array: Any) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"{name} must be [batch, length, hidden], got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must hold floats, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def check_generation_inputs(
+    prompt_embeds: Any, reply_embeds: Any, hidden: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 copies of the inputs, or a ValueError/ContractError that says what is wrong."""
+    prompt = _as_embeds("prompt_embeds", prompt_embeds)
+    reply = _as_embeds("reply_embeds", reply_embeds)
+    for name, array in (("prompt_embeds", prompt), ("reply_embeds", reply)):
+        if array.shape[2] != hidden:
+            raise ContractError(
+                f"{name} has hidden size {array.shape[2]}, the talker takes {hidden} "
+                "(the thinker hidden size)"
+            )
+    if prompt.shape[0] == 0:
+        raise ValueError("prompt_embeds has batch size 0")
+    if prompt.shape[1] < 2:
+        raise ValueError(
+            f"prompt_embeds has {prompt.shape[1]} positions: the prompt needs at least 2 "
+            "(the codec pad and bos embeddings go on its last two)"
+        )
+    if reply.shape[0] != prompt.shape[0]:
+        raise ValueError(
+            f"batch mismatch: prompt_embeds has batch {prompt.shape[0]}, "
+            f"reply_embeds has batch {reply.shape[0]}"
+        )
+    if reply.shape[1] < 1:
+        raise ValueError(
+            "reply_embeds is empty: give at least one thinker reply state (transformers ends it "
+            "with the text-eos and text-pad embeddings)"
+        )
+    return prompt, reply
+
+
+class LogitsProcessor:
+    """Chooses the next codes from one step's logits, as transformers' processors would."""
+
+    def __init__(self, config: GenerationConfig, vocab: int, history: np.ndarray) -> None:
+        self.config = config
+        self.vocab = vocab
+        # Ids seen so far per row (prompt codec ids, then generated): the repetition penalty's.
+        self.history = [list(row) for row in history.tolist()]
+        self.rng = np.random.default_rng(config.seed)
+        blocked = np.zeros(vocab, dtype=bool)
+        blocked[[i for i in config.suppress_ids if 0 <= i < vocab]] = True
+        if config.code_limit is not None:
+            blocked[config.code_limit :] = True
+            blocked[[i for i in config.stop_ids if 0 <= i < vocab]] = False
+            blocked[[i for i in config.suppress_ids if 0 <= i < vocab]] = True
+        self.blocked = blocked
+        self.stop_ids = np.array([i for i in config.stop_ids if 0 <= i < vocab], dtype=np.int64)
+
+    def __call__(self, logits: np.ndarray, step: int) -> np.ndarray:
+        config = self.config
+        scores = np.array(logits, dtype=np.float32, copy=True)
+        if config.repetition_penalty != 1.0:
+            for row, seen in enumerate(self.history):
+                ids = np.unique(np.asarray(seen, dtype=np.int64))
+                ids = ids[(ids >= 0) & (ids < self.vocab)]
+                picked = scores[row, ids]
+                scores[row, ids] = np.where(
+                    picked < 0,
+                    picked * config.repetition_penalty,
+                    picked / config.repetition_penalty,
+                )
+        if step < config.min_new_tokens and self.stop_ids.size:
+            scores[:, self.stop_ids] = -np.inf
+        scores[:, self.blocked] = -np.inf
+        if config.do_sample:
+            return self._sample(scores)
+        return scores.argmax(axis=-1).astype(np.int64)
+
+    def record(self, codes: np.ndarray) -> None:
+        """Add the codes emitted at this step (pad for stopped rows) to the history."""
+        for row, code in enumerate(codes.tolist()):
+            self.history[row].append(code)
+
+    def _sample(self, scores: np.ndarray) -> np.ndarray:
+        config = self.config
+        scores = scores.astype(np.float64) / config.temperature
+        if config.top_k:
+            kth = np.sort(scores, axis=-1)[:, -min(config.top_k, scores.shape[-1])]
+            scores = np.where(scores < kth[:, None], -np.inf, scores)
+        if config.top_p < 1.0:
+            # As transformers' TopPLogitsWarper: drop the least likely ids whose cumulative
+            # probability stays within 1 - top_p, always keeping the most likely one.
+            order = np.argsort(scores, axis=-1, kind="stable")
+            cumulative = np.cumsum(_softmax(np.take_along_axis(scores, order, axis=-1)), axis=-1)
+            drop = cumulative <= 1 - config.top_p
+            drop[:, -1] = False
+            remove = np.zeros_like(drop)
+            np.put_along_axis(remove, order, drop, axis=-1)
+            scores = np.where(remove, -np.inf, scores)
+        cumulative = np.cumsum(_softmax(scores), axis=-1)
+        draws = self.rng.random(scores.shape[0])
+        # Scaled by the row's total, so a draw never lands past the last id with mass.
+        picked = [
+            np.searchsorted(row, u * row[-1], side="right")
+            for row, u in zip(cumulative, draws, strict=True)
+        ]
+        return np.minimum(np.array(picked, dtype=np.int64), scores.shape[-1] - 1)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def decode_loop(
+    step: StepFn,
+    prompt: np.ndarray,
+    reply: np.ndarray,
+    start: int,
+    config: GenerationConfig,
+    vocab: int,
+    return_logits: bool,
+    forced: np.ndarray | None = None,
+) -> GenerationResult:
+    """Prefill, then one call per code. With ``forced`` codes, feed those (teacher forcing)."""
+    batch, length, _ = prompt.shape
+    prefix = prompt_codec_ids(batch, length)
+    # transformers' talker_input_ids: codec mask on the prompt, then pad, bos.
+    history = np.where(prefix == NO_CODEC, CODEC_MASK_ID, prefix)
+    processor = LogitsProcessor(config, vocab, history)
+    steps = config.max_new_tokens if forced is None else forced.shape[1]
+    stop_ids = np.asarray(config.stop_ids, dtype=np.int64)
+
+    logits = step(prompt, prefix, start)[:, -1]
+    codes: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
+    finished = np.zeros(batch, dtype=bool)
+    for t in range(steps):
+        if return_logits:
+            kept.append(np.array(logits, dtype=np.float32, copy=True))
+        chosen = processor(logits, t) if forced is None else forced[:, t].astype(np.int64)
+        chosen = np.where(finished, config.pad_id, chosen)
+        processor.record(chosen)
+        codes.append(chosen)
+        finished |= np.isin(chosen, stop_ids)
+        if t == steps - 1 or (forced is None and finished.all()):
+            break
+        embeds = reply[:, min(t, reply.shape[1] - 1)][:, None, :]
+        logits = step(np.ascontiguousarray(embeds), chosen[:, None], start + length + t)[:, 0]
+
+    generated = np.stack(codes, axis=1)
+    is_stop = np.isin(generated, stop_ids)
+    lengths = np.where(is_stop.any(axis=1), is_stop.argmax(axis=1), generated.shape[1])
+    return GenerationResult(
+        codes=generated,
+        lengths=lengths.astype(np.int64),
+        stopped=is_stop.any(axis=1),
+        logits=np.stack(kept, axis=1) if return_logits else None,
+    )
+
+
+def check_codes(codes: Any, batch: int) -> np.ndarray:
+    forced = np.asarray(codes)
+    if forced.ndim != 2 or forced.shape[0] != batch or forced.shape[1] < 1:
+        raise ValueError(f"codes must be [batch={batch}, steps >= 1], got shape {forced.shape}")
+    if not np.issubdtype(forced.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got dtype {forced.dtype}")
+    return forced.astype(np.int64)
+
+
+def teacher_forced_logits(
+    step: StepFn, prompt: np.ndarray, reply: np.ndarray, codes: Any, vocab: int
+) -> np.ndarray:
+    """Logits [batch, steps, vocab] of a given code sequence, fed back step by step.
+
+    Step ``t``'s logits are what the model predicts for ``codes[:, t]`` after
+    ``codes[:, :t]``: comparable with another model's logits on the same context.
+    """
+    forced = check_codes(codes, prompt.shape[0])
+    config = GenerationConfig(max_new_tokens=forced.shape[1], stop_ids=())
+    result = decode_loop(step, prompt, reply, 0, config, vocab, True, forced=forced)
+    assert result.logits is not None
+    return result.logits

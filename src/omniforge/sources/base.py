@@ -1,0 +1,47 @@
+"""What every model source provides: configs, the talker, the audio head, a record of itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import (
+        Qwen2_5OmniAudioEncoderConfig,
+        Qwen2_5OmniTalkerConfig,
+        Qwen2_5OmniTalkerForConditionalGeneration,
+        Qwen2_5OmniToken2WavConfig,
+    )
+
+    from omniforge.sources.audio_head import AudioHead
+    from omniforge.sources.token2wav import Token2WavMetadata
+
+ModuleT = TypeVar("ModuleT", bound="nn.Module")
+
+
+@dataclass(frozen=True)
+class ModelConfigs:
+    talker: Qwen2_5OmniTalkerConfig
+    audio: Qwen2_5OmniAudioEncoderConfig
+    token2wav: Qwen2_5OmniToken2WavConfig
+
+
+class ModelSource(Protocol):
+    configs: ModelConfigs
+
+    def talker(self) -> Qwen2_5OmniTalkerForConditionalGeneration: ...
+
+    def audio_head(self) -> AudioHead: ...
+
+    def record(self) -> dict[str, Any]: ...
+
+    def token2wav_metadata(self) -> Token2WavMetadata: ...
+
+
+def frozen_fp32(module: ModuleT) -> ModuleT:
+    """The module in fp32 and eval mode, with no parameter requiring gradients."""
+    module.float().eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

@@ -1,0 +1,79 @@
+"""A synthetic model source: the real architecture at a preset's dims, weights from a seed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from omniforge.sources.audio_head import AudioHead
+from omniforge.sources.base import ModelConfigs, frozen_fp32
+from omniforge.sources.presets import (
+    audio_config_kwargs,
+    preset_dims,
+    talker_config_kwargs,
+    token2wav_config_kwargs,
+)
+from omniforge.sources.token2wav import Token2WavMetadata, from_config
+
+if TYPE_CHECKING:
+    from transformers import Qwen2_5OmniTalkerForConditionalGeneration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyntheticSource:
+    """The real architecture at a preset's dims, weights drawn from a fixed seed."""
+
+    preset: str
+    seed: int
+    configs: ModelConfigs = field(init=False)
+
+    def __post_init__(self) -> None:
+        from transformers import (
+            Qwen2_5OmniAudioEncoderConfig,
+            Qwen2_5OmniTalkerConfig,
+            Qwen2_5OmniToken2WavConfig,
+        )
+
+        dims = preset_dims(self.preset)
+        self.configs = ModelConfigs(
+            talker=Qwen2_5OmniTalkerConfig(**talker_config_kwargs(dims)),
+            audio=Qwen2_5OmniAudioEncoderConfig(**audio_config_kwargs(dims)),
+            token2wav=Qwen2_5OmniToken2WavConfig(**token2wav_config_kwargs()),
+        )
+
+    def talker(self) -> Qwen2_5OmniTalkerForConditionalGeneration:
+        from transformers import Qwen2_5OmniTalkerForConditionalGeneration
+
+        log.info("building synthetic talker (preset %s, seed %d)", self.preset, self.seed)
+        # Each module draws from its own seeded stream, so the talker's weights do not
+        # depend on whether the projection was built first.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + 1)
+            model = Qwen2_5OmniTalkerForConditionalGeneration(self.configs.talker)
+        return frozen_fp32(model)
+
+    def audio_head(self) -> AudioHead:
+        from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+            Qwen2_5OmniAudioEncoder,
+        )
+
+        log.info("building synthetic audio head (preset %s, seed %d)", self.preset, self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + 2)
+            tower = Qwen2_5OmniAudioEncoder(self.configs.audio)
+            # Random LayerNorm affine params, so the export is checked on a non-trivial norm.
+            nn.init.normal_(tower.ln_post.weight, mean=1.0, std=0.1)
+            nn.init.normal_(tower.ln_post.bias, std=0.1)
+        return frozen_fp32(AudioHead(tower.ln_post, tower.avg_pooler, tower.proj))
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "synthetic", "preset": self.preset, "seed": self.seed}
+
+    def token2wav_metadata(self) -> Token2WavMetadata:
+        return from_config(self.configs.token2wav, f"preset {self.preset} token2wav config")

@@ -64,6 +64,18 @@ def kv_variants(tiny_variants: dict[str, dict[str, Path]]) -> dict[str, Path]:
     return tiny_variants["talker_kv"]
 
 
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This project on the tiny preset in a temporary git repository, after `dvc repro`.
+
+    Shared by the end-to-end modules: a test that changes it works on a copy
+    (``project.copy_project``) or puts back what it changed.
+    """
+    from project import make_project, small_run_params
+
+    return make_project(tmp_path_factory.mktemp("project"), small_run_params({"preset": "tiny"}))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Tiny models: torch's thread pool costs more than it saves (~100x on 2 shared cores)."""

@@ -3,87 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from project import make_project, run, small_run_params
 
 from omniforge.artifacts import sha256_file
 from omniforge.runtime.manifest import load_manifest, verify_all
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "stages", "src", ".dvc/config"]
-
 pytestmark = pytest.mark.slow
 
 
-def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    # The stage commands call `python`: make it this interpreter, with its dvc.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    # ... importing the project copy's own library, which its dvc.yaml deps hash.
-    env["PYTHONPATH"] = str(cwd / "src")
-    # `dvc exp run` commits: give git an identity on machines without a global one.
-    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
-        env.setdefault(key, "omniforge tests")
-    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        env.setdefault(key, "tests@omniforge.invalid")
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def _small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    def edit(params: dict[str, Any]) -> None:
-        params["model"].update(model)
-        params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
-        params["benchmark"]["lengths"] = {
-            "talker": [8, 16],
-            "talker_kv": [4, 8],
-            "projection": [20, 40],
-        }
-        params["talker_kv"].update(
-            validate_steps=32,
-            prompt_length=6,
-            bench_reference_past=8,
-            bench_prefill_length=8,
-            bench_generation_steps=4,
-            bandwidth_mib=16,
-        )
-
-    return edit
-
-
-def make_project(root: Path, edit_params: Callable[[dict[str, Any]], None]) -> Path:
-    """A copy of this project in a fresh git repository, params edited, after `dvc repro`."""
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-            shutil.copytree(source, root / name, ignore=ignore)
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    edit_params(params)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"], root)
-    _run(["dvc", "repro"], root)
-    return root
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_project(tmp_path_factory.mktemp("project"), _small_run_params({"preset": "tiny"}))
+def project(tiny_project: Path) -> Path:
+    return tiny_project
 
 
 def test_repro_publishes_artifacts_matching_the_manifest(project: Path) -> None:
@@ -113,7 +49,7 @@ def test_repro_publishes_artifacts_matching_the_manifest(project: Path) -> None:
 
 
 def test_second_repro_is_a_no_op(project: Path) -> None:
-    result = _run(["dvc", "repro"], project)
+    result = run(["dvc", "repro"], project)
     assert "Running stage" not in result.stdout
     assert "up to date" in result.stdout
 
@@ -128,7 +64,7 @@ def test_typo_in_params_fails_naming_the_key_and_touches_nothing(project: Path) 
     params["quantize"]["int4"]["blok_size"] = params["quantize"]["int4"].pop("block_size")
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        result = _run(["dvc", "repro"], project, check=False)
+        result = run(["dvc", "repro"], project, check=False)
         assert result.returncode != 0
         assert "quantize.int4.blok_size: unknown key" in result.stdout + result.stderr
         assert (sha256_file(manifest), sha256_file(int4)) == before
@@ -137,9 +73,9 @@ def test_typo_in_params_fails_naming_the_key_and_touches_nothing(project: Path) 
 
 
 def test_changing_a_quantize_param_reruns_only_what_it_affects(project: Path) -> None:
-    _run(["git", "add", "-A"], project)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
-    result = _run(["dvc", "exp", "run", "-S", "quantize.int4.block_size=16"], project)
+    params = (project / "params.yaml").read_text()
+    result = run(["dvc", "exp", "run", "--temp", "-S", "quantize.int4.block_size=16"], project)
+    assert (project / "params.yaml").read_text() == params, "--temp leaves the workspace alone"
     ran = {
         line.split("'")[1]
         for line in result.stdout.splitlines()
@@ -149,7 +85,9 @@ def test_changing_a_quantize_param_reruns_only_what_it_affects(project: Path) ->
     assert not any(
         stage.startswith(("export", "simplify", "quantize@talker-int8")) for stage in ran
     )
-    diff = _run(["dvc", "metrics", "diff"], project).stdout
+    name = re.search(r"Ran experiment\(s\): (\S+)", result.stdout + result.stderr)
+    assert name, result.stdout
+    diff = run(["dvc", "metrics", "diff", "HEAD", name.group(1)], project).stdout
     assert "int4" in diff
 
 
@@ -166,7 +104,7 @@ def pretrained_project(tmp_path_factory: pytest.TempPathFactory, omni: Any) -> P
 
     checkpoint = save_checkpoint(omni, tmp_path_factory.mktemp("checkpoint") / "tiny-omni")
     model = {"source": "pretrained", "path": str(checkpoint), "dvc_dep": str(checkpoint)}
-    edit = _small_run_params(model)
+    edit = small_run_params(model)
 
     def edit_params(params: dict[str, Any]) -> None:
         edit(params)
@@ -212,7 +150,7 @@ def test_changed_weights_make_the_export_stale(pretrained_project: Path) -> None
     checkpoint = Path(
         yaml.safe_load((pretrained_project / "params.yaml").read_text())["model"]["path"]
     )
-    assert "up to date" in _run(["dvc", "status"], pretrained_project).stdout
+    assert "up to date" in run(["dvc", "status"], pretrained_project).stdout
     shard = sorted(checkpoint.glob("*.safetensors"))[-1]
     shard.touch()
     with shard.open("r+b") as handle:  # flip a byte past the header: new weights, same shape
@@ -220,7 +158,7 @@ def test_changed_weights_make_the_export_stale(pretrained_project: Path) -> None
         byte = handle.read(1)
         handle.seek(-8, 2)
         handle.write(bytes([byte[0] ^ 0x01]))
-    status = _run(["dvc", "status"], pretrained_project).stdout
+    status = run(["dvc", "status"], pretrained_project).stdout
     assert "export@talker" in status and "modified" in status
 
 

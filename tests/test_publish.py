@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from omniforge.artifacts import artifact_files
 from omniforge.errors import ArtifactError
 from omniforge.params import Gate
 from omniforge.publish import Candidate, gate_reasons, publish
@@ -9,7 +10,9 @@ from omniforge.runtime.manifest import load_manifest, load_session, verify_all
 
 
 def _candidate(variant: str, directory: Path, cosine: float, p50_ms: float = 1.0) -> Candidate:
+    """A candidate as collect_candidates builds it: validate hashed its files."""
     return Candidate(
+        files=artifact_files(directory),
         component="projection",
         variant=variant,
         directory=directory,

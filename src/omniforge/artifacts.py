@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from omniforge.errors import ArtifactError
+from omniforge.errors import ArtifactError, CustodyError, WorkspaceError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ DATA_FILENAME = "model.onnx.data"
 SOURCE_FILENAME = "source.json"
 # Tensors at or above this size go to the external data file.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1024
+# Temporaries of atomic writes: ``.<name>.tmp-<pid>-<random>`` and ``.<name>.old-<pid>``.
+# The pid says whose they are, so a sweep removes only those of processes that are gone.
+TEMPORARY = re.compile(r"^\..+\.(?:tmp|old)-(?P<pid>\d+)(?:-.*)?$")
+# Hashing a file this large is worth a log line: it takes seconds.
+LARGE_FILE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,10 @@ class FileRecord:
     name: str
     bytes: int
     sha256: str
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FileRecord:
+        return cls(str(raw["name"]), int(raw["bytes"]), str(raw["sha256"]))
 
 
 def variant_dir(root: Path, component: str, variant: str) -> Path:
@@ -46,15 +56,16 @@ def variant_dir(root: Path, component: str, variant: str) -> Path:
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``final``; on success it replaces ``final`` at once.
 
-    A killed or failed stage leaves only a ``.tmp`` sibling behind (removed on the next run),
-    never a half-written directory under the final name. Writing into a fresh directory also
-    avoids onnx's habit of appending to an existing external-data file.
+    A failed stage removes its temporary; a killed one leaves only a ``.tmp-<pid>`` sibling
+    (removed by the stage's janitor, or the next run's sweep), never a half-written directory
+    under the final name. Writing into a fresh directory also avoids onnx's habit of
+    appending to an existing external-data file.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         # Readable by everyone: onnx writes external data with mode 0600.
@@ -69,6 +80,11 @@ def atomic_directory(final: Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             tmp.rename(final)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # A failed write (a full disk) often names no file: name the output being written.
+        err.filename = err.filename or str(final)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -79,18 +95,51 @@ def write_json(path: Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        err.filename = err.filename or str(path)
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> Any:
+    """Parsed JSON, or an ArtifactError naming the file and what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
-    return json.loads(path.read_text())
+    text = path.read_text(errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        hint = ""
+        if "<<<<<<<" in text or ">>>>>>>" in text:
+            hint = " (it holds git merge-conflict markers: resolve them or re-run the stage)"
+        raise ArtifactError(
+            f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}"
+        ) from None
+
+
+def read_json_object(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object with the ``required`` keys, or an ArtifactError naming the file."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found a {type(value).__name__}")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ArtifactError(f"{path}: missing {', '.join(repr(k) for k in missing)}")
+    return value
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    path = Path(path)
+    size = path.stat().st_size
+    if size >= LARGE_FILE_BYTES:
+        log.info("sha256 of %s (%.1f GB)", path, size / 1e9)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -98,14 +147,52 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def artifact_files(directory: Path) -> list[FileRecord]:
+def artifact_files(directory: Path, exclude: tuple[str, ...] = ()) -> list[FileRecord]:
     """Every file of an artifact directory with its size and sha256, sorted by name."""
     directory = Path(directory)
     return [
-        FileRecord(p.relative_to(directory).as_posix(), p.stat().st_size, sha256_file(p))
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
+        FileRecord(name, path.stat().st_size, sha256_file(path))
+        for path, name in _files(directory)
+        if name not in exclude
     ]
+
+
+def _files(directory: Path) -> list[tuple[Path, str]]:
+    return [
+        (path, path.relative_to(directory).as_posix())
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    ]
+
+
+def check_files(
+    directory: Path, expected: list[FileRecord], what: str, ignore: tuple[str, ...] = ()
+) -> None:
+    """The directory holds exactly the ``expected`` files, byte for byte.
+
+    Raises CustodyError naming the file and both hashes (or sizes), a file missing, or a
+    file present that ``what`` does not list. Sizes are compared first: a truncated file
+    fails without being hashed.
+    """
+    directory = Path(directory)
+    if not expected:
+        raise CustodyError(f"{directory}: {what} lists no files: nothing could be verified")
+    listed = {record.name: record for record in expected}
+    unlisted = [name for _, name in _files(directory) if name not in listed and name not in ignore]
+    if unlisted:
+        raise CustodyError(
+            f"{directory / unlisted[0]}: not listed in {what} (unverified bytes beside the graph)"
+        )
+    for record in expected:
+        path = directory / record.name
+        if not path.is_file():
+            raise CustodyError(f"{path}: listed in {what} but missing")
+        size = path.stat().st_size
+        if size != record.bytes:
+            raise CustodyError(f"{path}: {size} bytes, {what} says {record.bytes}")
+        digest = sha256_file(path)
+        if digest != record.sha256:
+            raise CustodyError(f"{path}: sha256 {digest} differs from {what}'s {record.sha256}")
 
 
 def artifact_bytes(directory: Path) -> dict[str, int]:
@@ -117,10 +204,30 @@ def artifact_bytes(directory: Path) -> dict[str, int]:
 
 
 def model_path(directory: Path) -> Path:
+    """The graph of an artifact directory, once its files are known to be plain files."""
     path = Path(directory) / MODEL_FILENAME
     if not path.is_file():
         raise ArtifactError(f"{directory}: no {MODEL_FILENAME} in this artifact directory")
+    check_not_linked(Path(directory))
     return path
+
+
+def check_not_linked(directory: Path) -> None:
+    """Refuse symlinked or hard-linked files: what DVC's cache.type symlink/hardlink makes.
+
+    onnxruntime refuses external data whose real path leaves the model folder (symlinks);
+    onnx >= 1.22 refuses external data with more than one hard link; and an in-place edit
+    of a hard-linked file would corrupt the DVC cache object it shares an inode with.
+    """
+    for path in sorted(Path(directory).rglob("*")):
+        linked = path.is_symlink() or (path.is_file() and path.stat().st_nlink > 1)
+        if linked:
+            kind = "a symlink" if path.is_symlink() else "hard-linked"
+            raise WorkspaceError(
+                f"{path}: {kind} into the DVC cache. omniforge needs plain files: set "
+                "`dvc config cache.type reflink,copy` (as .dvc/config pins), then "
+                "`dvc checkout --relink`"
+            )
 
 
 def save_model(model: Any, directory: Path) -> Path:
@@ -168,7 +275,8 @@ def _dim(dim: Any) -> int | str | None:
     return None
 
 
-def _describe(values: Any) -> list[dict[str, Any]]:
+def describe_values(values: Any) -> list[dict[str, Any]]:
+    """Name, dtype and shape (ints, symbolic names or None) of graph inputs or outputs."""
     import onnx
 
     out = []
@@ -189,7 +297,10 @@ def graph_signature(directory: Path) -> dict[str, list[dict[str, Any]]]:
     import onnx
 
     model = onnx.load(str(model_path(directory)), load_external_data=False)
-    return {"inputs": _describe(model.graph.input), "outputs": _describe(model.graph.output)}
+    return {
+        "inputs": describe_values(model.graph.input),
+        "outputs": describe_values(model.graph.output),
+    }
 
 
 def check_artifact(directory: Path) -> None:

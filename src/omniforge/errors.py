@@ -18,7 +18,15 @@ class SourceError(OmniforgeError):
 
 
 class ArtifactError(OmniforgeError):
-    """An artifact on disk is missing, truncated or does not match its recorded hash."""
+    """An artifact on disk is missing, truncated, unreadable or not what its manifest says."""
+
+
+class CustodyError(ArtifactError):
+    """Bytes differ from the bytes validate checked: they must not be published or loaded."""
+
+
+class WorkspaceError(OmniforgeError):
+    """The machine or the workspace cannot do what is asked: disk full, permissions, DVC setup."""
 
 
 def listing(names: list[str], limit: int = 5) -> str:

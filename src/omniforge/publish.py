@@ -18,15 +18,17 @@ from typing import Any
 
 from omniforge.artifacts import (
     SOURCE_FILENAME,
-    artifact_files,
+    FileRecord,
     atomic_directory,
+    check_files,
     graph_signature,
-    read_json,
+    read_json_object,
     records_as_dicts,
     variant_dir,
     write_json,
 )
 from omniforge.components import get_component
+from omniforge.errors import CustodyError
 from omniforge.params import Gate, Params
 from omniforge.runtime.manifest import MANIFEST_FILENAME, MANIFEST_VERSION
 
@@ -45,6 +47,8 @@ class Candidate:
     graph_kind: str
     parity: dict[str, Any]
     benchmark: dict[str, Any]
+    # What validate hashed before checking: the only bytes that may ship under these figures.
+    files: list[FileRecord]
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +147,7 @@ def publish(
             relative = f"{candidate.component}/{candidate.variant}"
             target = tmp / relative
             shutil.copytree(candidate.directory, target)
+            check_files(target, candidate.files, f"validate's record of {candidate.key}")
             artifacts.append(
                 {
                     "component": candidate.component,
@@ -150,7 +155,7 @@ def publish(
                     "graph_kind": candidate.graph_kind,
                     "path": relative,
                     "io": graph_signature(target),
-                    "files": records_as_dicts(artifact_files(target)),
+                    "files": records_as_dicts(candidate.files),
                     "metrics": {"parity": candidate.parity, "benchmark": candidate.benchmark},
                     "source": sources.get(candidate.component),
                 }
@@ -167,24 +172,67 @@ def publish(
     return manifest
 
 
+def recorded_files(report: dict[str, Any], where: str) -> list[FileRecord]:
+    """The file records a stage kept of what it checked or timed."""
+    try:
+        return [FileRecord.from_dict(raw) for raw in report["files"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CustodyError(
+            f"{where} records no file hashes ({err!r}): re-run that stage, so that publish "
+            "knows which bytes were vetted"
+        ) from None
+
+
+def check_same_bytes(validated: list[FileRecord], timed: list[FileRecord], key: str) -> None:
+    """Benchmark figures must describe the bytes validate checked."""
+    timed_by_name = {record.name: record for record in timed}
+    for record in validated:
+        other = timed_by_name.get(record.name)
+        if other != record:
+            theirs = other.sha256 if other else "no such file"
+            raise CustodyError(
+                f"{key}/{record.name}: benchmark timed sha256 {theirs}, validate checked "
+                f"{record.sha256}: the figures describe different bytes; re-run `dvc repro`"
+            )
+    if len(timed) != len(validated):
+        raise CustodyError(f"{key}: benchmark timed other files than validate checked")
+
+
 def collect_candidates(
-    params: Params, variants_root: Path, validation: dict[str, Any], benchmark_root: Path
+    params: Params, variants_root: Path, validation_file: Path, benchmark_root: Path
 ) -> list[Candidate]:
-    """Every built variant with its parity (validate's metrics) and benchmark figures."""
+    """Every built variant with its parity (validate's metrics), benchmark figures and the
+    file hashes validate recorded."""
+    validation = read_json_object(validation_file)
     candidates = []
     for name in params.components:
-        benchmark = read_json(Path(benchmark_root) / f"{name}.json")
-        candidates += [
-            Candidate(
-                component=name,
-                variant=variant,
-                directory=variant_dir(variants_root, name, variant),
-                graph_kind=get_component(name).graph_kind,
-                parity=validation[name]["variants"][variant],
-                benchmark=benchmark[variant],
+        benchmark_file = Path(benchmark_root) / f"{name}.json"
+        benchmark = read_json_object(benchmark_file)
+        for variant in params.variants:
+            key = f"{name}-{variant}"
+            try:
+                parity = validation[name]["variants"][variant]
+                files = recorded_files(
+                    {"files": validation[name]["files"][variant]}, f"{validation_file} ({key})"
+                )
+                figures = benchmark[variant]
+            except KeyError as err:
+                raise CustodyError(
+                    f"{key}: {validation_file} or {benchmark_file} has no entry {err}: "
+                    "re-run validate and benchmark"
+                ) from None
+            check_same_bytes(files, recorded_files(figures, f"{benchmark_file} ({key})"), key)
+            candidates.append(
+                Candidate(
+                    component=name,
+                    variant=variant,
+                    directory=variant_dir(variants_root, name, variant),
+                    graph_kind=get_component(name).graph_kind,
+                    parity=parity,
+                    benchmark=figures,
+                    files=files,
+                )
             )
-            for variant in params.variants
-        ]
     return candidates
 
 
@@ -197,11 +245,10 @@ def publish_pipeline(
     out_root: Path,
 ) -> dict[str, Any]:
     """The publish stage: gate every candidate, publish, and return the summary metrics."""
-    candidates = collect_candidates(
-        params, variants_root, read_json(validation_file), benchmark_root
-    )
+    candidates = collect_candidates(params, variants_root, validation_file, benchmark_root)
     sources = {
-        name: read_json(Path(exports_root) / name / SOURCE_FILENAME) for name in params.components
+        name: read_json_object(Path(exports_root) / name / SOURCE_FILENAME)
+        for name in params.components
     }
     manifest = publish(candidates, params.publish.gates, out_root, sources, params.as_dict())
     return summary(manifest)

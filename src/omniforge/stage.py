@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
@@ -13,10 +14,18 @@ from pathlib import Path
 from omniforge.components import check_component_names
 from omniforge.errors import OmniforgeError
 from omniforge.params import Params, load_params
+from omniforge.workspace import (
+    check_dvc_cache_type,
+    explain_os_error,
+    start_janitor,
+    sweep_stale_temporaries,
+)
 
 log = logging.getLogger("omniforge.stage")
 
 PARAMS_FILE = Path("params.yaml")
+# Held for the life of the stage: the janitor starts sweeping when its pipe closes.
+_janitor: subprocess.Popen[bytes] | None = None
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -47,15 +56,26 @@ def load_checked_params(path: Path = PARAMS_FILE) -> Params:
 def run_stage(
     main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser
 ) -> None:
-    """Parse args, load and check params.yaml before any output is touched, run ``main``.
+    """Parse args, check the workspace and params.yaml before any output is touched, run ``main``.
 
-    Errors a user can act on (bad params, broken contracts, missing files) end the stage
-    with their message and exit status 2, not a traceback.
+    Errors a user can act on (bad params, broken contracts, missing files, a full disk)
+    end the stage with their message and exit status 2, not a traceback. A janitor
+    removes what the stage leaves half-written if it is killed.
     """
+    global _janitor
     args = parser.parse_args()
     setup_logging()
+    _janitor = start_janitor()
     try:
+        sweep_stale_temporaries()
+        check_dvc_cache_type()
         main(args, load_checked_params())
     except OmniforgeError as err:
         log.error("%s", err)
+        sys.exit(2)
+    except OSError as err:
+        explained = explain_os_error(err)
+        if explained is None:
+            raise
+        log.error("%s", explained)
         sys.exit(2)

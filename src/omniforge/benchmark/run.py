@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omniforge.artifacts import artifact_bytes, variant_dir
+from omniforge.artifacts import artifact_bytes, artifact_files, records_as_dicts, variant_dir
 from omniforge.benchmark.children import run_in_child
 from omniforge.benchmark.decode import bench_decode
 from omniforge.benchmark.latency import bench_onnx, bench_torch, codec_rates
@@ -58,6 +58,8 @@ def benchmark_component(
         log.info("%s: timing %s", name, variant)
         figures = run_in_child(what, bench_onnx, str(directory), plain_cases, plan)
         figures["size"] = artifact_bytes(directory)
+        # Custody: publish checks that these are the bytes validate checked.
+        figures["files"] = records_as_dicts(artifact_files(directory))
         # What the latency budget gate reads: JSON keys are sorted, so name it explicitly.
         figures["largest_case"] = largest
         figures["largest_case_p50_ms"] = figures["latency"][largest]["p50_ms"]

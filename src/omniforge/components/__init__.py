@@ -8,12 +8,15 @@ first use, so listing the names imports nothing heavy.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from functools import cache
 from typing import TYPE_CHECKING
 
 from omniforge.components.base import Component
 from omniforge.errors import ParamsError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from omniforge.params import Params
@@ -54,17 +57,24 @@ def get_component(name: str) -> Component:
 
 
 def check_component_names(params: Params, where: str = "params") -> None:
-    """Every component params names (to build, or in a per-component setting) exists."""
+    """Every component params builds exists; settings of unknown ones are reported, unused.
+
+    A per-component setting (validate.shapes, benchmark.lengths) naming no component is
+    ignored with a warning: deleting a component's file need not mean editing every section.
+    """
     known = component_names()
-    named = [("components", name) for name in params.components]
-    named += [("validate.shapes", name) for name in params.validate_.shapes]
-    named += [("benchmark.lengths", name) for name in params.benchmark.lengths]
-    for section, name in named:
+    for name in params.components:
         if name not in known:
             raise ParamsError(
-                f"{where}: invalid params\n  {section}: unknown component '{name}' "
+                f"{where}: invalid params\n  components: unknown component '{name}' "
                 f"(known: {list(known)}; each is a file in src/omniforge/components/)"
             )
+    for section, mapping in (
+        ("validate.shapes", params.validate_.shapes),
+        ("benchmark.lengths", params.benchmark.lengths),
+    ):
+        for name in sorted(set(mapping) - set(known)):
+            log.warning("%s: %s.%s names no component: ignored", where, section, name)
 
 
 __all__ = ["Component", "check_component_names", "component_names", "get_component"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omniforge.artifacts import read_json, sha256_file
+from omniforge.artifacts import FileRecord, check_files, read_json_object
 from omniforge.errors import ArtifactError
 from omniforge.runtime.session import open_session
 
@@ -18,11 +18,21 @@ MANIFEST_VERSION = 1
 
 
 def load_manifest(published_dir: Path) -> dict[str, Any]:
-    manifest = read_json(Path(published_dir) / MANIFEST_FILENAME)
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
+    """The published manifest, or an ArtifactError naming the file and what is wrong."""
+    path = Path(published_dir) / MANIFEST_FILENAME
+    manifest = read_json_object(path, required=("manifest_version", "artifacts"))
+    if manifest["manifest_version"] != MANIFEST_VERSION:
         raise ArtifactError(
-            f"{published_dir}: manifest version {manifest.get('manifest_version')!r}, "
+            f"{path}: manifest version {manifest['manifest_version']!r}, "
             f"this omniforge reads version {MANIFEST_VERSION}"
+        )
+    artifacts = manifest["artifacts"]
+    if not isinstance(artifacts, list) or not all(
+        isinstance(a, dict) and {"component", "variant", "path", "files"} <= set(a)
+        for a in artifacts
+    ):
+        raise ArtifactError(
+            f"{path}: 'artifacts' must be a list of entries with component, variant, path and files"
         )
     return manifest
 
@@ -36,20 +46,21 @@ def find_artifact(manifest: dict[str, Any], component: str, variant: str) -> dic
 
 
 def verify_artifact(published_dir: Path, artifact: dict[str, Any]) -> Path:
-    """Check every file of an artifact against the manifest's bytes and sha256."""
+    """The artifact's directory holds exactly the files its entry lists, byte for byte.
+
+    Refuses an entry that lists no files, a file missing, resized or with another sha256,
+    and any file beside the graph that the entry does not list.
+    """
     directory = Path(published_dir) / artifact["path"]
-    for record in artifact["files"]:
-        path = directory / record["name"]
-        if not path.is_file():
-            raise ArtifactError(f"{path}: listed in the manifest but missing")
-        size = path.stat().st_size
-        if size != record["bytes"]:
-            raise ArtifactError(f"{path}: {size} bytes, the manifest says {record['bytes']}")
-        digest = sha256_file(path)
-        if digest != record["sha256"]:
-            raise ArtifactError(
-                f"{path}: sha256 {digest} differs from the manifest's {record['sha256']}"
-            )
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: listed in the manifest but missing")
+    try:
+        records = [FileRecord.from_dict(raw) for raw in artifact["files"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(
+            f"{directory}: malformed file record in the manifest: {err!r}"
+        ) from None
+    check_files(directory, records, "the manifest", ignore=(MANIFEST_FILENAME,))
     return directory
 
 

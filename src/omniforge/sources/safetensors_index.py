@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
 
@@ -16,6 +18,24 @@ from omniforge.sources.checkpoint_config import CONFIG_NAME, INDEX_NAME
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_NAME = "model.safetensors"
+
+
+@contextlib.contextmanager
+def open_shard(path: Path) -> Iterator[Any]:
+    """A safetensors file, memory-mapped; a broken one fails naming the file.
+
+    A truncated or corrupt shard makes safetensors raise an error that names no file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle
+    except SafetensorError as err:
+        raise SourceError(
+            f"{path}: not a readable safetensors file ({err}): truncated or corrupt? "
+            "fetch the shard again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -48,9 +68,7 @@ class TensorIndex:
             return cls(directory, dict(weight_map), index_path)
         single = directory / SINGLE_FILE_NAME
         if single.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(single), framework="pt") as handle:
+            with open_shard(single) as handle:
                 keys = list(handle.keys())
             return cls(directory, dict.fromkeys(keys, SINGLE_FILE_NAME), None)
         raise SourceError(
@@ -72,14 +90,12 @@ class TensorIndex:
 
     def header_shape(self, name: str) -> tuple[int, ...] | None:
         """A tensor's shape from its shard's header (no data read); None if not at hand."""
-        from safetensors import safe_open
-
         if name not in self.weight_map:
             return None
         path = self.directory / self.weight_map[name]
         if not path.is_file():  # e.g. only the talker's shards were downloaded
             return None
-        with safe_open(str(path), framework="pt") as handle:
+        with open_shard(path) as handle:
             if name not in set(handle.keys()):
                 return None
             return tuple(handle.get_slice(name).get_shape())
@@ -93,8 +109,6 @@ def read_tensors(
     Shards are memory-mapped and only the named tensors' bytes are touched; every shape is
     checked from the headers before any data is read, so a bad checkpoint fails at once.
     """
-    from safetensors import safe_open
-
     missing = sorted(name for name in expected if name not in index.weight_map)
     if missing:
         raise SourceError(
@@ -107,7 +121,7 @@ def read_tensors(
 
     for shard, names in by_shard.items():
         path = index.shard_path(shard)
-        with safe_open(str(path), framework="pt") as handle:
+        with open_shard(path) as handle:
             stored = set(handle.keys())
             for name in names:
                 if name not in stored:
@@ -135,6 +149,6 @@ def read_tensors(
             # One mapping per tensor: its touched pages are dropped when the handle closes,
             # so the peak is the fp32 weights plus one stored tensor, not plus a whole shard.
             # copy=True: no parameter stays backed by the file.
-            with safe_open(str(path), framework="pt") as handle:
+            with open_shard(path) as handle:
                 tensors[name] = handle.get_tensor(name).to(torch.float32, copy=True)
     return tensors

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from omniforge.artifacts import variant_dir
+from omniforge.artifacts import artifact_files, records_as_dicts, variant_dir
 from omniforge.components import get_component
 from omniforge.params import FP32, Params
 from omniforge.sources import open_source
@@ -64,11 +64,13 @@ def validate_pipeline(params: Params, variants_root: Path) -> dict[str, Any]:
                 for make in CHECKS_BY_GRAPH_KIND.get(component.graph_kind, [])
             ),
         ]
-        figures = {}
+        figures, files = {}, {}
         for variant, directory in variant_dirs.items():
+            # Custody: the bytes checked here are the only bytes publish will ship.
+            files[variant] = records_as_dicts(artifact_files(directory))
             figures[variant] = {}
             for check in checks:
                 figures[variant].update(check.check(variant, directory))
             log.info("%s-%s: %s", component.name, variant, figures[variant])
-        report[component.name] = {"contract": contract, "variants": figures}
+        report[component.name] = {"contract": contract, "variants": figures, "files": files}
     return report

@@ -1,0 +1,166 @@
+"""What ONNX models a folder holds, judged by their files and their graphs, not their names.
+
+For every ``.onnx`` under a folder: its true size (the graph plus every external-data file
+it references), whether each of those files is present and long enough, its inputs and
+outputs, and which link of the voice pipeline it can fill (projection → talker →
+Token2Wav), checked against the other models in the folder by the shape contract. Reading a
+graph never loads its weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omniforge.talker_io import CONTROL_IDS, PAST_PREFIX, TOKEN2WAV_NUM_EMBEDS
+
+PROJECTION, TALKER, TALKER_KV, UNKNOWN = "projection", "talker", "talker (KV cache)", "unknown"
+
+
+@dataclass
+class ExternalFile:
+    location: str
+    needed_bytes: int  # the end of the last tensor stored in it
+    bytes_on_disk: int | None  # None: missing
+
+    @property
+    def complete(self) -> bool:
+        return self.bytes_on_disk is not None and self.bytes_on_disk >= self.needed_bytes
+
+
+@dataclass
+class ModelReport:
+    path: str
+    graph_bytes: int
+    external: list[ExternalFile]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    role: str = UNKNOWN
+    input_width: int | None = None
+    output_width: int | None = None  # the projection's output, or the talker's vocabulary
+    fits: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return self.graph_bytes + sum(f.bytes_on_disk or 0 for f in self.external)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["total_bytes"] = self.total_bytes
+        out["ok"] = self.ok
+        for item, external in zip(out["external"], self.external, strict=True):
+            item["present"] = external.bytes_on_disk is not None
+            item["complete"] = external.complete
+        return out
+
+
+def _last_dim(values: list[dict[str, Any]], name: str) -> int | None:
+    for value in values:
+        if value["name"] == name and value["shape"]:
+            last = value["shape"][-1]
+            return last if isinstance(last, int) else None
+    return None
+
+
+def _classify(report: ModelReport) -> None:
+    inputs = {v["name"] for v in report.inputs}
+    outputs = {v["name"] for v in report.outputs}
+    if "audio_features" in inputs and "audio_embeds" in outputs:
+        report.role = PROJECTION
+        report.input_width = _last_dim(report.inputs, "audio_features")
+        report.output_width = _last_dim(report.outputs, "audio_embeds")
+    elif "inputs_embeds" in inputs and "logits" in outputs:
+        kv = any(name.startswith(PAST_PREFIX) for name in inputs)
+        report.role = TALKER_KV if kv else TALKER
+        report.input_width = _last_dim(report.inputs, "inputs_embeds")
+        report.output_width = _last_dim(report.outputs, "logits")
+
+
+def read_model(path: Path, root: Path) -> ModelReport:
+    """One model's files and graph; a graph that cannot be read is reported, not raised."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    from omniforge.artifacts import describe_values
+
+    report = ModelReport(path.relative_to(root).as_posix(), path.stat().st_size, [], [], [])
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # a truncated or foreign file: say so, keep going
+        report.error = f"not a readable ONNX graph: {type(err).__name__}: {err}"
+        report.problems.append(report.error)
+        return report
+    needed: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            info = ExternalDataInfo(tensor)
+            end = (info.offset or 0) + (info.length or 0)
+            needed[info.location] = max(needed.get(info.location, 0), end)
+    for location, end in sorted(needed.items()):
+        data = path.parent / location
+        size = data.stat().st_size if data.is_file() else None
+        report.external.append(ExternalFile(location, end, size))
+        if size is None:
+            report.problems.append(f"external data {location} is missing")
+        elif size < end:
+            report.problems.append(f"external data {location} is truncated ({size} of {end} B)")
+    report.inputs = describe_values(model.graph.input)
+    report.outputs = describe_values(model.graph.output)
+    _classify(report)
+    return report
+
+
+def judge_chain(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
+    """Which link each model can fill, given the others: widths must meet, codes must fit."""
+    projections = [r for r in reports if r.role == PROJECTION]
+    talkers = [r for r in reports if r.role in (TALKER, TALKER_KV)]
+    for talker in talkers:
+        feeding = [p.path for p in projections if p.output_width == talker.input_width]
+        if feeding:
+            talker.fits.append(f"reads {', '.join(feeding)}")
+        elif projections:
+            widths = sorted({p.output_width for p in projections if p.output_width is not None})
+            talker.problems.append(
+                f"input width {talker.input_width} matches no projection here (they write {widths})"
+            )
+        vocab = talker.output_width
+        if vocab is None or vocab < token2wav_num_embeds:
+            talker.problems.append(
+                f"vocabulary {vocab} does not hold Token2Wav's codes [0, {token2wav_num_embeds})"
+            )
+        elif max(CONTROL_IDS) >= vocab:
+            talker.problems.append(
+                f"vocabulary {vocab} cannot emit codec control ids {CONTROL_IDS}"
+            )
+        else:
+            talker.fits.append(f"feeds Token2Wav (codes < {token2wav_num_embeds})")
+    for projection in projections:
+        fed = [t.path for t in talkers if t.input_width == projection.output_width]
+        if fed:
+            projection.fits.append(f"feeds {', '.join(fed)}")
+        elif talkers:
+            projection.problems.append(
+                f"output width {projection.output_width} is read by no talker here"
+            )
+
+
+def inventory(root: Path, token2wav_num_embeds: int = TOKEN2WAV_NUM_EMBEDS) -> list[ModelReport]:
+    """Every ``.onnx`` under ``root`` (symlinks not followed), sorted by path."""
+    root = Path(root)
+    paths = sorted(
+        Path(folder) / name
+        for folder, _, names in os.walk(root)
+        for name in names
+        if name.endswith(".onnx")
+    )
+    reports = [read_model(path, root) for path in paths]
+    judge_chain(reports, token2wav_num_embeds)
+    return reports

@@ -1,0 +1,97 @@
+"""A copy of this project in a temporary git repository, for end-to-end `dvc` runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "stages", "src", ".dvc/config"]
+
+
+def project_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The stage commands call `python`: make it this interpreter, with its dvc ...
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # ... importing the project copy's own library, which its dvc.yaml deps hash.
+    env["PYTHONPATH"] = str(root / "src")
+    # `dvc exp run` commits: give git an identity on machines without a global one.
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        env.setdefault(key, "omniforge tests")
+    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        env.setdefault(key, "tests@omniforge.invalid")
+    return env
+
+
+def run(
+    args: list[str], cwd: Path, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """A command in the project; its stdout and stderr go to pytest's log as it runs."""
+    print(f"$ {' '.join(args)}  (in {cwd.name})", flush=True)
+    result = subprocess.run(
+        args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Params for a run of minutes: the given model, short benchmarks and generations."""
+
+    def edit(params: dict[str, Any]) -> None:
+        params["model"].update(model)
+        params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
+        params["benchmark"]["lengths"] = {
+            "talker": [8, 16],
+            "talker_kv": [4, 8],
+            "projection": [20, 40],
+        }
+        params["talker_kv"].update(
+            validate_steps=32,
+            prompt_length=6,
+            bench_reference_past=8,
+            bench_prefill_length=8,
+            bench_generation_steps=4,
+            bandwidth_mib=16,
+        )
+
+    return edit
+
+
+def commit(root: Path, message: str) -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], root)
+
+
+def make_project(root: Path, edit_params: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of this project in a fresh git repository, params edited, after `dvc repro`."""
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(source, root / name, ignore=ignore)
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    edit_params(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    commit(root, "start")
+    run(["dvc", "repro"], root)
+    commit(root, "first run")
+    return root
+
+
+def copy_project(project: Path, root: Path) -> Path:
+    """An independent copy (git, DVC cache, outputs) of a project, to break things in."""
+    shutil.copytree(project, root, symlinks=True)
+    return root

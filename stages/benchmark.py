@@ -4,16 +4,16 @@ import argparse
 from pathlib import Path
 
 from omniforge.artifacts import write_json
-from omniforge.benchmark.plots import write_latency_csv
+from omniforge.benchmark.plots import render_latency_png
 from omniforge.benchmark.run import benchmark_component
 from omniforge.params import Params
 from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    report, rows = benchmark_component(params, args.component, Path(args.variants_root))
+    report = benchmark_component(params, args.component, Path(args.variants_root))
     write_json(Path(args.out), report)
-    write_latency_csv(Path(args.plot), rows)
+    render_latency_png(Path(args.plot), report, args.component)
 
 
 if __name__ == "__main__":
@@ -21,5 +21,5 @@ if __name__ == "__main__":
     parser.add_argument("--component", required=True)
     parser.add_argument("--variants-root", required=True, help="holds <component>/<variant>/")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
-    parser.add_argument("--plot", required=True, help="latency CSV to write")
+    parser.add_argument("--plot", required=True, help="latency plot (PNG) to write")
     run_stage(main, parser)

@@ -16,7 +16,7 @@ from omniforge.passes.quantize import quantize_artifact
 from omniforge.passes.simplify import simplify_artifact
 from omniforge.sources.synthetic import SyntheticSource
 
-TINY_COMPONENTS = ("talker", "talker_kv", "projection")
+TINY_COMPONENTS = ("talker", "talker_kv", "talker_fused", "projection")
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +30,15 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSo
     pipeline lays them out, for every component of the tiny preset."""
     root = tmp_path_factory.mktemp("tiny")
     for name in TINY_COMPONENTS:
-        exported = export_component(
-            get_component(name), tiny_source, root / "export" / name, ExportParams()
-        )
+        component = get_component(name)
+        exported = export_component(component, tiny_source, root / "export" / name, ExportParams())
         fp32 = simplify_artifact(
-            exported, variant_dir(root / "variants", name, FP32), SimplifyParams()
+            exported,
+            variant_dir(root / "variants", name, FP32),
+            SimplifyParams(),
+            component.simplify,
         )
-        for scheme in QuantizeParams.schemes():
+        for scheme in QuantizeParams().schemes():
             quantize_artifact(
                 fp32, variant_dir(root / "variants", name, scheme), scheme, QuantizeParams()
             )
@@ -46,7 +48,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSo
 @pytest.fixture(scope="session")
 def tiny_variants(tiny_root: Path) -> dict[str, dict[str, Path]]:
     """``{component: {variant: directory}}`` of the tiny preset."""
-    variants = (FP32, *QuantizeParams.schemes())
+    variants = (FP32, *QuantizeParams().schemes())
     return {
         name: {v: variant_dir(tiny_root / "variants", name, v) for v in variants}
         for name in TINY_COMPONENTS

@@ -153,7 +153,7 @@ def test_the_loader_refuses_a_file_the_manifest_does_not_list(built: tuple[Param
         ),
         ("[1, 2]", "expected a JSON object, found a list"),
         ('{"manifest_version": 1}', "missing 'artifacts'"),
-        ('{"manifest_version": 1, "artifacts": [{"component": "x"}]}', "must be a list of"),
+        ('{"manifest_version": 1, "artifacts": [{"component": "x"}]}', "entry must be an object"),
     ],
 )
 def test_an_unreadable_manifest_is_named(

@@ -65,7 +65,13 @@ def test_entries_for_components_not_built_or_unknown_are_ignored(
     params = parse_params({"components": ["talker", "projection"]})
     assert params.components == ["talker", "projection"]
     check_component_names(params)
-    lengths = {"talker": [8], "talker_kv": [8], "projection": [8], "encoder": [8]}
+    lengths = {
+        "talker": [8],
+        "talker_kv": [8],
+        "talker_fused": [8],
+        "projection": [8],
+        "encoder": [8],
+    }
     check_component_names(parse_params({"benchmark": {"lengths": lengths}}))
     assert "benchmark.lengths.encoder names no component: ignored" in caplog.text
 

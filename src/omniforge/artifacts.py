@@ -27,6 +27,8 @@ MODEL_FILENAME = "model.onnx"
 DATA_FILENAME = "model.onnx.data"
 # Written beside an exported graph: the model source's record, for the manifest.
 SOURCE_FILENAME = "source.json"
+# A prefill/decode pair of graphs is published as two artifact directories under these names.
+PREFILL, DECODE = "prefill", "decode"
 # Tensors at or above this size go to the external data file.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1024
 # Temporaries of atomic writes: ``.<name>.tmp-<pid>-<random>`` and ``.<name>.old-<pid>``.
@@ -154,6 +156,15 @@ def artifact_files(directory: Path, exclude: tuple[str, ...] = ()) -> list[FileR
         FileRecord(name, path.stat().st_size, sha256_file(path))
         for path, name in _files(directory)
         if name not in exclude
+    ]
+
+
+def pair_files(prefill_dir: Path, decode_dir: Path) -> list[FileRecord]:
+    """A prefill/decode pair's files as it is published: ``prefill/...``, ``decode/...``."""
+    return [
+        FileRecord(f"{role}/{record.name}", record.bytes, record.sha256)
+        for role, directory in ((PREFILL, prefill_dir), (DECODE, decode_dir))
+        for record in artifact_files(directory)
     ]
 
 

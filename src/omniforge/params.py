@@ -12,13 +12,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from omniforge.errors import ParamsError
 from omniforge.sources.presets import PRESETS
 
-# The unquantized variant of every component; the others are named after quantize schemes.
+# The unquantized variant of every component; the others are named after quantize schemes,
+# and a KV-cache talker also gets HYBRID: one scheme's graph for the prompt, another's per code.
 FP32 = "fp32"
+HYBRID = "hybrid"
+RESERVED_VARIANTS = (FP32, HYBRID)
 # What torch 2.13's dynamo exporter can emit: torchlib is written at opset 18, and
 # torch.onnx refuses anything above ONNX_MAX_OPSET (23).
 MIN_OPSET, MAX_OPSET = 18, 23
@@ -80,28 +91,79 @@ class SimplifyParams(Section):
     check_n: int = Field(default=0, ge=0)
 
 
+BlockSize = Literal[16, 32, 64, 128, 256]
+
+
 class Int8Params(Section):
-    per_channel: bool = True
-    # reduce_range: 7-bit weights, the documented remedy for U8S8 saturation on AVX2 without VNNI.
-    reduce_range: bool = False
+    """Dynamic int8: int8 weights per column, activations quantized at run time."""
+
+    method: Literal["int8"] = "int8"
+    # 7-bit weights: AVX2 without VNNI saturates full-range u8 x s8 products (3-9 % error).
+    reduce_range: bool = True
+    # The codec embedding table: 8-bit blocks of this many values (GatherBlockQuantized).
+    embedding_block_size: BlockSize = 128
 
 
 class Int4Params(Section):
-    block_size: Literal[16, 32, 64, 128, 256] = 32
-    # 4 = int8 activations in the MatMulNBits kernel: the fast path on CPU.
+    """4-bit weight blocks (MatMulNBits), activations float or int8 per accuracy_level."""
+
+    method: Literal["int4"] = "int4"
+    block_size: BlockSize = 32
+    # 4 = int8 activations in the MatMulNBits kernel: the fast path on CPU; 1 = fp32 (exact).
     accuracy_level: Literal[0, 1, 2, 3, 4] = 4
     symmetric: bool = True
+    # The codec embedding table: 4-bit blocks of this many values (GatherBlockQuantized).
+    embedding_block_size: BlockSize = 32
 
 
-class QuantizeParams(Section):
+Scheme = Annotated[Int8Params | Int4Params, Field(discriminator="method")]
+# Variant names appear in paths, stage names and artifact tags.
+VariantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")]
+
+
+class QuantizeParams(RootModel[dict[VariantName, Scheme]]):
     """One entry per quantization scheme; each names a variant of every component."""
 
-    int8: Int8Params = Int8Params()
-    int4: Int4Params = Int4Params()
+    model_config = ConfigDict(frozen=True)
+    root: dict[VariantName, Scheme] = {
+        "int8": Int8Params(),
+        "int4": Int4Params(),
+        "int4-exact": Int4Params(accuracy_level=1),
+    }
 
+    @model_validator(mode="before")
     @classmethod
-    def schemes(cls) -> tuple[str, ...]:
-        return tuple(cls.model_fields)
+    def _method_from_name(cls, raw: Any) -> Any:
+        """``int4-exact: {accuracy_level: 1}`` means method int4: a name that starts with a
+        method need not repeat it."""
+        if not isinstance(raw, dict):
+            return raw
+        methods = ("int8", "int4")
+        out = {}
+        for name, entry in raw.items():
+            if isinstance(entry, dict) and "method" not in entry:
+                method = next((m for m in methods if str(name).startswith(m)), None)
+                if method is None:
+                    raise ValueError(f"{name}: give a method ({' or '.join(methods)})")
+                entry = {"method": method, **entry}
+            out[name] = entry
+        return out
+
+    @field_validator("root")
+    @classmethod
+    def _names_free(cls, root: dict[str, Scheme]) -> dict[str, Scheme]:
+        for name in root:
+            if name in RESERVED_VARIANTS:
+                raise ValueError(f"'{name}' names a variant omniforge makes itself")
+        if not root:
+            raise ValueError("needs at least one scheme")
+        return root
+
+    def schemes(self) -> tuple[str, ...]:
+        return tuple(self.root)
+
+    def __getitem__(self, name: str) -> Int8Params | Int4Params:
+        return self.root[name]
 
 
 class Shape(Section):
@@ -117,6 +179,8 @@ class ValidateParams(Section):
         "talker": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
         # New positions after a cache of length // 2 + 2.
         "talker_kv": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
+        # A prompt of length, then a decode step after it.
+        "talker_fused": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
         "projection": [Shape(batch=2, length=64), Shape(batch=3, length=31)],
     }
 
@@ -143,6 +207,7 @@ class BenchmarkParams(Section):
     lengths: dict[str, Annotated[list[PositiveInt], Field(min_length=1)]] = {
         "talker": [16, 64, 256],
         "talker_kv": [64, 256, 1024],  # cache lengths of one decode step
+        "talker_fused": [64, 256, 1024],
         "projection": [100, 500, 1500],
     }
     compare_torch: bool = True
@@ -161,8 +226,14 @@ class TalkerKVParams(Section):
     reply_length: PositiveInt = 8  # thinker reply states; the last one repeats after that
     bench_reference_past: int = Field(default=256, ge=0)  # the headline decode figures
     bench_prefill_length: PositiveInt = 128
-    bench_generation_steps: PositiveInt = 32
+    bench_generation_steps: PositiveInt = 32  # codes of the timed utterance
     bandwidth_mib: int = Field(default=256, ge=16)  # buffer of the memory-bandwidth probe
+    # The most cache positions a fused talker allocates (validate, benchmark): generation
+    # beyond it is refused with a clear error.
+    max_cache_length: PositiveInt = 4096
+    # The hybrid pair: this variant's graph runs the prompt, that one's every code.
+    hybrid_prefill: str = "int8"
+    hybrid_decode: str = "int4"
 
 
 class Gate(Section):
@@ -201,11 +272,20 @@ class PublishParams(Section):
             min_forced_cosine=0.97,
             min_forced_top1_agreement=0.5,
         ),
+        "int4-exact": Gate(
+            min_cosine=0.97,
+            min_top1_agreement=0.3,
+            min_forced_cosine=0.97,
+            min_forced_top1_agreement=0.5,
+        ),
+        "hybrid": Gate(min_forced_cosine=0.97, min_forced_top1_agreement=0.5),
     }
 
 
 class Params(Section):
-    components: list[str] = Field(default=["talker", "talker_kv", "projection"], min_length=1)
+    components: list[str] = Field(
+        default=["talker", "talker_kv", "talker_fused", "projection"], min_length=1
+    )
     model: ModelParams = ModelParams()
     token2wav: Token2WavParams = Token2WavParams()
     export: ExportParams = ExportParams()
@@ -228,6 +308,16 @@ class Params(Section):
         return components
 
     @model_validator(mode="after")
+    def _hybrid_pair_is_built(self) -> Params:
+        for key in ("hybrid_prefill", "hybrid_decode"):
+            name = getattr(self.talker_kv, key)
+            if name not in self.variants:
+                raise ValueError(
+                    f"talker_kv.{key}: '{name}' is not a built variant ({list(self.variants)})"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _settings_per_component(self) -> Params:
         # Entries for components not built are kept (and ignored), so dropping a
         # component does not also mean deleting its settings.
@@ -248,10 +338,18 @@ class Params(Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
+def _key(loc: tuple[object, ...]) -> str:
+    """``quantize.int4.block_size``: pydantic puts the scheme's method tag in the path too."""
+    parts = [str(part) for part in loc]
+    if parts[:1] == ["quantize"] and len(parts) > 2 and parts[2] in ("int8", "int4"):
+        del parts[2]
+    return ".".join(parts) or "<root>"
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid params"]
     for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        key = _key(item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:

@@ -6,6 +6,8 @@ onnxruntime only) and the PyTorch reference, so it imports nothing but numpy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # Codec control ids of the Qwen2.5-Omni talker: they sit above Token2Wav's code range.
@@ -56,3 +58,54 @@ def strip_control_ids(codes: np.ndarray) -> np.ndarray:
     """The codes without codec control ids (pad/bos/eos/mask), flattened."""
     flat = np.asarray(codes).ravel()
     return flat[~np.isin(flat, CONTROL_IDS)]
+
+
+@dataclass(frozen=True)
+class TalkerDims:
+    """The dims a talker graph's inputs need: from a model config or from the graph itself."""
+
+    layers: int
+    hidden: int  # E, the thinker's hidden size the talker reads
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+
+def seeded_normal(seed: int, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def step_inputs(
+    dims: TalkerDims,
+    batch: int,
+    seq: int,
+    past: int,
+    seed: int,
+    codec_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded inputs of one call: ``seq`` new positions after a cache of ``past`` positions.
+
+    Codec ids default to random audio codes; pass ``prompt_codec_ids`` for a prefill.
+    """
+    if codec_ids is None:
+        rng = np.random.default_rng(seed + 17)
+        codec_ids = rng.integers(0, dims.vocab, size=(batch, seq), dtype=np.int64)
+    inputs = {
+        "inputs_embeds": seeded_normal(seed, (batch, seq, dims.hidden)),
+        "codec_ids": codec_ids,
+        "position_ids": mrope_positions(batch, seq, past),
+    }
+    shape = (batch, dims.kv_heads, past, dims.head_dim)
+    for index, name in enumerate(past_names(dims.layers)):
+        inputs[name] = seeded_normal(seed + 1 + index, shape)
+    return inputs
+
+
+def generation_inputs(
+    dims: TalkerDims, batch: int, prompt_length: int, reply_length: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded thinker-side prompt [batch, T, E] and reply states [batch, R, E]."""
+    return (
+        seeded_normal(seed + 101, (batch, prompt_length, dims.hidden)),
+        seeded_normal(seed + 202, (batch, reply_length, dims.hidden)),
+    )

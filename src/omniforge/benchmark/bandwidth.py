@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from omniforge.sources.base import ModelConfigs
+    from omniforge.talker_io import TalkerDims
 
 FLOAT32_BYTES = 4
 
@@ -100,7 +100,7 @@ def torch_decode_bytes(talker: Any, rows: int) -> int:
     return int(total - embedding.numel() * embedding.element_size() + rows * row_bytes)
 
 
-def kv_bytes(configs: ModelConfigs, batch: int, past: int) -> int:
-    talker = configs.talker
-    per_layer = 2 * batch * talker.num_key_value_heads * past * talker.head_dim * FLOAT32_BYTES
-    return talker.num_hidden_layers * per_layer
+def kv_bytes(dims: TalkerDims, batch: int, past: int) -> int:
+    """Bytes of KV cache one decode step reads after ``past`` positions."""
+    per_layer = 2 * batch * dims.kv_heads * past * dims.head_dim * FLOAT32_BYTES
+    return dims.layers * per_layer

@@ -1,17 +1,21 @@
-"""Decode benchmark of a KV-cache talker graph: one step per cache length, prefill, generation.
+"""Decode benchmark of a KV-cache talker: one step per cache length, prefill, first code, utterance.
 
-Every figure is timed beside PyTorch eager in the same process and against the
-memory-bandwidth floor of a decode step: (bytes of weights + KV cache read) / read
-bandwidth measured around each timing.
+Each graph is timed in a child that imports numpy and onnxruntime only
+(:func:`bench_decode_onnx`); PyTorch eager is timed once per component in a child of its own
+(:func:`bench_decode_torch`), so no process holds two copies of the weights. A graph with a
+baseline (the fused talker against the plain graph of the same variant) is timed in the same
+child as the baseline, in alternating blocks, so their ratio is measured side by side.
+Every latency is set against the memory-bandwidth floor of a decode step: (bytes of weights
++ KV cache read) / read bandwidth measured around the timing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,41 +25,253 @@ from omniforge.benchmark.bandwidth import (
     kv_bytes,
     torch_decode_bytes,
 )
-from omniforge.benchmark.timing import time_calls
-from omniforge.components.base import Inputs
-from omniforge.components.talker_kv import generation_inputs, step_inputs, talker_step
-from omniforge.runtime.generation import GenerationConfig
-from omniforge.runtime.session import BoundRun
-from omniforge.runtime.talker import OnnxTalker
-from omniforge.talker_io import CODES_PER_SECOND, past_names, prompt_codec_ids
-
-if TYPE_CHECKING:
-    from omniforge.params import BenchmarkParams, TalkerKVParams
-    from omniforge.sources.base import ModelConfigs
+from omniforge.benchmark.timing import peak_rss_mb, summarize, time_calls
+from omniforge.talker_io import (
+    CODES_PER_SECOND,
+    TalkerDims,
+    generation_inputs,
+    prompt_codec_ids,
+    step_inputs,
+)
 
 log = logging.getLogger(__name__)
 
-# Whole generations timed (median) and the seed of their inputs.
-GENERATION_REPEATS = 5
-GENERATION_SEED = 3
-PREFILL_SEED = 7
+# Blocks each contender's timings are split into when two are timed side by side: the first
+# call after switching sessions is slower (caches), so each block has its own warm-up.
+ROUNDS = 2
+# Whole generations and first codes timed (median), and the seeds of their inputs.
+REPEATS = 5
+PREFILL_SEED, GENERATION_SEED = 7, 3
 
 
-def bench_decode(params_dict: dict[str, Any], model_dir: str, variant: str) -> dict[str, Any]:
-    """Child entry point: the decode benchmark of one variant's graph."""
+def decode_pasts(lengths: list[int], reference: int) -> list[int]:
+    return sorted({*lengths, reference})
+
+
+def interleaved(
+    calls: dict[str, Callable[[], Any]], warmup: int, iterations: int
+) -> dict[str, dict[str, float]]:
+    """P50/P95 of each call, timed in alternating blocks when there is more than one."""
+    if len(calls) == 1:
+        ((name, call),) = calls.items()
+        return {name: time_calls(call, warmup, iterations)}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    per_block = max(1, iterations // ROUNDS)
+    for _ in range(ROUNDS):
+        for name, call in calls.items():
+            for _ in range(warmup):
+                call()
+            for _ in range(per_block):
+                started = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - started)
+    return {name: summarize(values) for name, values in samples.items()}
+
+
+def bench_decode_onnx(
+    params_dict: dict[str, Any],
+    component: str,
+    model_dir: str,
+    variant: str,
+    baseline_dir: str | None = None,
+    prefill_dir: str | None = None,
+) -> dict[str, Any]:
+    """Child entry point (numpy and onnxruntime only): one graph, or a prefill/decode pair.
+
+    ``baseline_dir``: another graph of the same talker timed beside this one (speedups).
+    """
+    from omniforge.params import parse_params
+    from omniforge.runtime.talker import OnnxTalker
+
+    params = parse_params(params_dict)
+    timing, settings = params.benchmark, params.talker_kv
+    runtime = OnnxTalker.load(model_dir, timing.threads, prefill=prefill_dir)
+    baseline = OnnxTalker.load(baseline_dir, timing.threads) if baseline_dir else None
+    dims = runtime.layout.dims
+    batch = timing.batch
+    probe = BandwidthProbe(timing.threads, settings.bandwidth_mib << 20)
+    weights = decode_weight_bytes(Path(model_dir) / "model.onnx", rows=batch)["weight_bytes"]
+    report: dict[str, Any] = {"decode": {}, "decode_table": []}
+    for past in decode_pasts(timing.lengths[component], settings.bench_reference_past):
+        log.info("%s: decode step at past %d", variant, past)
+        inputs = step_inputs(dims, batch, 1, past, seed=past)
+        calls = {"graph": runtime.timed_step(inputs)}
+        if baseline is not None:
+            calls["baseline"] = baseline.timed_step(inputs)
+        before = probe.measure()["read_bytes_per_s"]
+        timed = interleaved(calls, timing.warmup, timing.iterations)
+        # The fastest read around the timing: the floor is a lower bound on the step.
+        read_bw = max(before, probe.measure()["read_bytes_per_s"])
+        plain = time_calls(
+            lambda i=inputs: runtime.session.run(None, runtime.feeds(i)),
+            timing.warmup,
+            timing.iterations,
+        )
+        cache_bytes = kv_bytes(dims, batch, past)
+        floor_ms = (weights + cache_bytes) / read_bw * 1e3
+        row = {
+            "p50_ms": timed["graph"]["p50_ms"],
+            "p95_ms": timed["graph"]["p95_ms"],
+            "session_run_p50_ms": plain["p50_ms"],
+            "floor_ms": floor_ms,
+            "floor_multiple": timed["graph"]["p50_ms"] / floor_ms,
+            "kv_bytes": cache_bytes,
+            "memory_read_gb_s": read_bw / 1e9,
+        }
+        if baseline is not None:
+            row["baseline_p50_ms"] = timed["baseline"]["p50_ms"]
+            row["speedup_vs_baseline"] = timed["baseline"]["p50_ms"] / timed["graph"]["p50_ms"]
+        report["decode"][f"past_{past}"] = row
+        report["decode_table"].append({"past_sequence_length": past, "variant": variant} | row)
+    report |= prefill(runtime, baseline, dims, params)
+    report |= first_code_and_utterance(runtime, dims, params)
+    report |= headline(report, weights, probe, params)
+    report["decode_peak_rss_mb"] = peak_rss_mb()
+    return report
+
+
+def prefill(runtime: Any, baseline: Any, dims: TalkerDims, params: Any) -> dict[str, Any]:
+    """The prompt in one call (positions 0 .. length-1); beside the baseline if there is one."""
+    timing, length = params.benchmark, params.talker_kv.bench_prefill_length
+    batch = timing.batch
+    inputs = step_inputs(
+        dims, batch, length, 0, seed=PREFILL_SEED, codec_ids=prompt_codec_ids(batch, length)
+    )
+    calls = {"graph": runtime.timed_step(inputs)}
+    if baseline is not None:
+        calls["baseline"] = baseline.timed_step(inputs)
+    log.info("prefill of %d positions", length)
+    timed = interleaved(calls, 1, max(4, timing.iterations // 4))
+    report = {
+        "prefill_length": length,
+        "prefill_p50_ms": timed["graph"]["p50_ms"],
+        "prefill_p95_ms": timed["graph"]["p95_ms"],
+    }
+    if baseline is not None:
+        report["baseline_prefill_p50_ms"] = timed["baseline"]["p50_ms"]
+        report["prefill_speedup_vs_baseline"] = (
+            timed["baseline"]["p50_ms"] / timed["graph"]["p50_ms"]
+        )
+    return report
+
+
+def first_code_and_utterance(runtime: Any, dims: TalkerDims, params: Any) -> dict[str, Any]:
+    """Time to the first code of a prompt, and a whole utterance, as the pipeline runs them."""
+    from omniforge.runtime.generation import GenerationConfig
+
+    settings, batch = params.talker_kv, params.benchmark.batch
+    steps = settings.bench_generation_steps
+    prompt, reply = generation_inputs(
+        dims, batch, settings.bench_prefill_length, settings.reply_length, GENERATION_SEED
+    )
+    one = GenerationConfig(max_new_tokens=1)
+    utterance = GenerationConfig(max_new_tokens=steps, min_new_tokens=steps)
+    runtime.generate(prompt, reply, GenerationConfig(max_new_tokens=2))  # warm-up
+    first, whole = [], []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        runtime.generate(prompt, reply, one)
+        first.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        runtime.generate(prompt, reply, utterance)
+        whole.append(time.perf_counter() - started)
+    seconds = float(np.median(whole))
+    return {
+        "first_code_prompt_length": settings.bench_prefill_length,
+        "time_to_first_code_ms": float(np.median(first)) * 1e3,
+        "utterance_codes": steps,
+        "utterance_s": seconds,
+        "utterance_codes_per_s": batch * steps / seconds,
+        # Seconds of compute per second of audio, prompt included: below 1 is real time.
+        "utterance_real_time_factor": seconds / steps * CODES_PER_SECOND,
+    }
+
+
+def headline(
+    report: dict[str, Any], weights: int, probe: BandwidthProbe, params: Any
+) -> dict[str, Any]:
+    """The decode figures at the reference cache length, and the run's best bandwidths."""
+    timing, past = params.benchmark, params.talker_kv.bench_reference_past
+    reference = report["decode"][f"past_{past}"]
+    seconds_per_code = reference["p50_ms"] / 1e3
+    figures = {
+        "decode_threads": timing.threads,
+        "decode_batch": timing.batch,
+        "decode_reference_past": past,
+        "decode_p50_ms": reference["p50_ms"],
+        "decode_p95_ms": reference["p95_ms"],
+        "decode_session_run_p50_ms": reference["session_run_p50_ms"],
+        "decode_tokens_per_s": timing.batch / seconds_per_code,
+        # Seconds of compute per second of audio: below 1 is faster than real time.
+        "decode_real_time_factor": seconds_per_code * CODES_PER_SECOND,
+        "decode_floor_ms": reference["floor_ms"],
+        "decode_floor_multiple": reference["floor_multiple"],
+        "weight_bytes_per_step": weights,
+        # The row's own bandwidth gives its floor; these are the best over the whole run.
+        "memory_read_gb_s": reference["memory_read_gb_s"],
+        "memory_best_read_gb_s": probe.best["read_bytes_per_s"] / 1e9,
+        "memory_best_sum_read_gb_s": probe.best["sum_read_bytes_per_s"] / 1e9,
+        "memory_best_gemv_read_gb_s": probe.best["gemv_read_bytes_per_s"] / 1e9,
+        "memory_best_copy_gb_s": probe.best["copy_bytes_per_s"] / 1e9,
+    }
+    if "speedup_vs_baseline" in reference:
+        figures["decode_speedup_vs_baseline"] = reference["speedup_vs_baseline"]
+        figures["baseline_decode_p50_ms"] = reference["baseline_p50_ms"]
+    return figures
+
+
+def bench_decode_torch(params_dict: dict[str, Any], component: str) -> dict[str, Any]:
+    """Child entry point: PyTorch eager with its DynamicCache, per cache length and prefill.
+
+    At ``threads`` threads and at one (torch's OpenMP pool can be slower with more on small
+    steps: 4x on the 2-core machines we measured); speedups use the faster of the two, so
+    they never flatter the ONNX graph.
+    """
+    import torch
+
+    from omniforge.components.base import talker_dims
     from omniforge.params import parse_params
     from omniforge.sources import open_source
 
     params = parse_params(params_dict)
-    return DecodeBenchmark(open_source(params.model), params.benchmark, params.talker_kv).run(
-        Path(model_dir), variant
+    timing, settings = params.benchmark, params.talker_kv
+    source = open_source(params.model)
+    dims = talker_dims(source.configs)
+    torch.set_num_threads(timing.threads)
+    talker = source.talker()
+    report: dict[str, Any] = {
+        "decode": {},
+        "torch_weight_bytes_per_step": torch_decode_bytes(talker, timing.batch),
+    }
+    for past in decode_pasts(timing.lengths[component], settings.bench_reference_past):
+        log.info("torch: decode step at past %d", past)
+        inputs = step_inputs(dims, timing.batch, 1, past, seed=past)
+        report["decode"][f"past_{past}"] = time_torch(
+            talker, inputs, timing.threads, timing.warmup, timing.iterations
+        )
+    length = settings.bench_prefill_length
+    inputs = step_inputs(
+        dims,
+        timing.batch,
+        length,
+        0,
+        seed=PREFILL_SEED,
+        codec_ids=prompt_codec_ids(timing.batch, length),
     )
+    report["prefill"] = time_torch(
+        talker, inputs, timing.threads, 1, max(4, timing.iterations // 4)
+    )
+    report["peak_rss_mb"] = peak_rss_mb()
+    return report
 
 
-def torch_timer(talker: Any, inputs: Inputs) -> Any:
+def torch_timer(talker: Any, inputs: dict[str, np.ndarray]) -> Callable[[], None]:
     """PyTorch eager on the same inputs with a DynamicCache, cropped back after each call."""
     import torch
     from transformers import DynamicCache
+
+    from omniforge.components.talker_kv import talker_step
+    from omniforge.talker_io import past_names
 
     names = past_names(talker.config.num_hidden_layers)
     pairs = [
@@ -81,14 +297,9 @@ def torch_timer(talker: Any, inputs: Inputs) -> Any:
 
 
 def time_torch(
-    talker: Any, inputs: Inputs, threads: int, warmup: int, iterations: int
+    talker: Any, inputs: dict[str, np.ndarray], threads: int, warmup: int, iterations: int
 ) -> dict[str, float]:
-    """PyTorch eager at ``threads`` threads and, when that is more than one, at one thread.
-
-    On small matrix-vector steps torch's OpenMP pool can be slower with more threads (on the
-    2-core machines we measured, 4x slower with 2 than with 1): speedups are taken against the
-    faster of the two, so they never flatter the ONNX graph.
-    """
+    """PyTorch eager at ``threads`` threads and at one: both, and the faster."""
     import torch
 
     timings = {}
@@ -106,186 +317,32 @@ def time_torch(
     }
 
 
-@dataclass
-class DecodeBenchmark:
-    source: Any
-    timing: BenchmarkParams
-    settings: TalkerKVParams
-
-    @property
-    def configs(self) -> ModelConfigs:
-        return self.source.configs
-
-    def run(self, model_dir: Path, variant: str) -> dict[str, Any]:
-        """Decode-step latency per cache length, prefill and generation, vs PyTorch and floor."""
-        import torch
-
-        threads, batch = self.timing.threads, self.timing.batch
-        probe = BandwidthProbe(threads, self.settings.bandwidth_mib << 20)
-        weights = decode_weight_bytes(Path(model_dir) / "model.onnx", rows=batch)
-        runtime = OnnxTalker.load(model_dir, threads=threads)
-        saved_threads = torch.get_num_threads()
-        talker = None
-        if self.timing.compare_torch:
-            torch.set_num_threads(threads)
-            talker = self.source.talker()
-        torch_weight_bytes = torch_decode_bytes(talker, batch) if talker is not None else None
-        try:
-            per_past, table = self.decode_steps(
-                runtime, variant, probe, weights["weight_bytes"], talker, torch_weight_bytes
-            )
-            report = self.prefill(runtime, variant, talker)
-        finally:
-            torch.set_num_threads(saved_threads)
-        del talker
-        report |= self.generation(runtime)
-        reference = per_past[f"past_{self.settings.bench_reference_past}"]
-        report |= self.headline(reference, per_past, table, weights, probe)
-        if "torch_p50_ms" in reference:
-            report |= {
-                "torch_decode_p50_ms": reference["torch_p50_ms"],
-                "torch_decode_1thread_p50_ms": reference["torch_1thread_p50_ms"],
-                "torch_decode_best_p50_ms": reference["torch_best_p50_ms"],
-                "torch_decode_best_threads": reference["torch_best_threads"],
-                "decode_speedup_vs_torch": reference["speedup_vs_torch"],
-                "torch_decode_floor_multiple": reference["torch_floor_multiple"],
-                "torch_weight_bytes_per_step": torch_weight_bytes,
-            }
-        return report
-
-    def decode_steps(
-        self,
-        runtime: OnnxTalker,
-        variant: str,
-        probe: BandwidthProbe,
-        weight_bytes: int,
-        talker: Any,
-        torch_weight_bytes: int | None,
-    ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
-        """One decode step after a cache of each length: IO binding, plain run, floor, torch."""
-        timing, batch = self.timing, self.timing.batch
-        warmup, iterations = timing.warmup, timing.iterations
-        pasts = sorted({*timing.lengths["talker_kv"], self.settings.bench_reference_past})
-        per_past: dict[str, dict[str, float]] = {}
-        table: list[dict[str, Any]] = []
-        for past in pasts:
-            inputs = step_inputs(self.configs, batch, 1, past, seed=past)
-            log.info("%s: decode step at past %d", variant, past)
-            before = probe.measure()["read_bytes_per_s"]
-            bound = time_calls(BoundRun(runtime.session, inputs), warmup, iterations)
-            # The fastest read around the timing: the floor is a lower bound on the step.
-            read_bw = max(before, probe.measure()["read_bytes_per_s"])
-            plain = time_calls(lambda i=inputs: runtime.session.run(None, i), warmup, iterations)
-            cache_bytes = kv_bytes(self.configs, batch, past)
-            floor_s = (weight_bytes + cache_bytes) / read_bw
-            row: dict[str, float] = {
-                "p50_ms": bound["p50_ms"],
-                "p95_ms": bound["p95_ms"],
-                "session_run_p50_ms": plain["p50_ms"],
-                "floor_ms": floor_s * 1e3,
-                "floor_multiple": bound["p50_ms"] / (floor_s * 1e3),
-                "kv_bytes": cache_bytes,
-                "memory_read_gb_s": read_bw / 1e9,
-            }
-            if talker is not None and torch_weight_bytes is not None:
-                eager = time_torch(talker, inputs, timing.threads, warmup, iterations)
-                torch_floor_ms = (torch_weight_bytes + cache_bytes) / read_bw * 1e3
-                row |= eager | {
-                    "speedup_vs_torch": eager["torch_best_p50_ms"] / bound["p50_ms"],
-                    "torch_floor_multiple": eager["torch_best_p50_ms"] / torch_floor_ms,
-                }
-            per_past[f"past_{past}"] = row
-            table.append({"past_sequence_length": past, "variant": variant} | row)
-        return per_past, table
-
-    def prefill(self, runtime: OnnxTalker, variant: str, talker: Any) -> dict[str, Any]:
-        """The prompt in one call (positions 0 .. length-1), beside PyTorch eager."""
-        batch, length = self.timing.batch, self.settings.bench_prefill_length
-        inputs = step_inputs(
-            self.configs,
-            batch,
-            length,
-            0,
-            seed=PREFILL_SEED,
-            codec_ids=prompt_codec_ids(batch, length),
-        )
-        iterations = max(3, self.timing.iterations // 4)
-        log.info("%s: prefill of %d positions", variant, length)
-        prefill = time_calls(BoundRun(runtime.session, inputs), 1, iterations)
-        report: dict[str, Any] = {
-            "prefill_length": length,
-            "prefill_p50_ms": prefill["p50_ms"],
-            "prefill_p95_ms": prefill["p95_ms"],
+def with_torch(report: dict[str, Any], eager: dict[str, Any]) -> dict[str, Any]:
+    """A graph's decode report with PyTorch eager's figures (timed in the same stage run)."""
+    reference = f"past_{report['decode_reference_past']}"
+    weights = eager["torch_weight_bytes_per_step"]
+    for key, row in report["decode"].items():
+        torch_row = eager["decode"][key]
+        torch_floor_ms = (weights + row["kv_bytes"]) / (row["memory_read_gb_s"] * 1e9) * 1e3
+        row |= torch_row | {
+            "speedup_vs_torch": torch_row["torch_best_p50_ms"] / row["p50_ms"],
+            "torch_floor_multiple": torch_row["torch_best_p50_ms"] / torch_floor_ms,
         }
-        if talker is not None:
-            eager = time_torch(talker, inputs, self.timing.threads, 1, iterations)
-            report["torch_prefill_p50_ms"] = eager["torch_p50_ms"]
-            report["torch_prefill_best_p50_ms"] = eager["torch_best_p50_ms"]
-            report["prefill_speedup_vs_torch"] = eager["torch_best_p50_ms"] / prefill["p50_ms"]
-        return report
-
-    def generation(self, runtime: OnnxTalker) -> dict[str, Any]:
-        """The whole loop as the pipeline runs it: prefill, then one code per step."""
-        from omniforge.sources.token2wav import from_config
-
-        batch, steps = self.timing.batch, self.settings.bench_generation_steps
-        prompt, reply = generation_inputs(
-            self.configs,
-            batch,
-            self.settings.prompt_length,
-            self.settings.reply_length,
-            GENERATION_SEED,
-        )
-        config = GenerationConfig(
-            max_new_tokens=steps,
-            min_new_tokens=steps,
-            code_limit=from_config(self.configs.token2wav).num_embeds,
-        )
-        runtime.generate(prompt, reply, GenerationConfig(max_new_tokens=2))  # warm-up
-        durations = []
-        for _ in range(GENERATION_REPEATS):
-            started = time.perf_counter()
-            runtime.generate(prompt, reply, config)
-            durations.append(time.perf_counter() - started)
-        seconds = float(np.median(durations))
-        return {
-            "generation_steps": steps,
-            "generation_prompt_length": self.settings.prompt_length,
-            "generation_s": seconds,
-            "generation_codes_per_s": batch * steps / seconds,
-            "generation_real_time_factor": seconds / steps * CODES_PER_SECOND,
-        }
-
-    def headline(
-        self,
-        reference: dict[str, float],
-        per_past: dict[str, dict[str, float]],
-        table: list[dict[str, Any]],
-        weights: dict[str, int],
-        probe: BandwidthProbe,
-    ) -> dict[str, Any]:
-        """The decode figures at the reference cache length, and the per-length detail."""
-        batch = self.timing.batch
-        seconds_per_code = reference["p50_ms"] / 1e3
-        return {
-            "decode_threads": self.timing.threads,
-            "decode_batch": batch,
-            "decode_reference_past": self.settings.bench_reference_past,
-            "decode_p50_ms": reference["p50_ms"],
-            "decode_p95_ms": reference["p95_ms"],
-            "decode_session_run_p50_ms": reference["session_run_p50_ms"],
-            "decode_tokens_per_s": batch / seconds_per_code,
-            # Seconds of compute per second of audio: below 1 is faster than real time.
-            "decode_real_time_factor": seconds_per_code * CODES_PER_SECOND,
-            "decode_floor_ms": reference["floor_ms"],
-            "decode_floor_multiple": reference["floor_multiple"],
-            "decode": per_past,
-            "decode_table": table,
-            "weight_bytes_per_step": weights["weight_bytes"],
-            # The row's own bandwidth gives its floor; these are the best over the whole run.
-            "memory_read_gb_s": reference["memory_read_gb_s"],
-            "memory_best_read_gb_s": probe.best["read_bytes_per_s"] / 1e9,
-            "memory_best_sum_read_gb_s": probe.best["sum_read_bytes_per_s"] / 1e9,
-            "memory_best_gemv_read_gb_s": probe.best["gemv_read_bytes_per_s"] / 1e9,
-            "memory_best_copy_gb_s": probe.best["copy_bytes_per_s"] / 1e9,
-        }
+    for row in report["decode_table"]:
+        row["torch_best_p50_ms"] = eager["decode"][f"past_{row['past_sequence_length']}"][
+            "torch_best_p50_ms"
+        ]
+    at_reference = report["decode"][reference]
+    prefill = eager["prefill"]
+    return report | {
+        "torch_decode_p50_ms": at_reference["torch_p50_ms"],
+        "torch_decode_1thread_p50_ms": at_reference["torch_1thread_p50_ms"],
+        "torch_decode_best_p50_ms": at_reference["torch_best_p50_ms"],
+        "torch_decode_best_threads": at_reference["torch_best_threads"],
+        "decode_speedup_vs_torch": at_reference["speedup_vs_torch"],
+        "torch_decode_floor_multiple": at_reference["torch_floor_multiple"],
+        "torch_weight_bytes_per_step": weights,
+        "torch_prefill_p50_ms": prefill["torch_p50_ms"],
+        "torch_prefill_best_p50_ms": prefill["torch_best_p50_ms"],
+        "prefill_speedup_vs_torch": prefill["torch_best_p50_ms"] / report["prefill_p50_ms"],
+    }

@@ -1,8 +1,12 @@
-"""The latency plots' data: P50 per contender per length, one CSV row per length."""
+"""The latency plots: P50 per contender per length, as data rows and as an image.
+
+Images, not vega specs: `dvc plots show` embeds them as they are, so the page renders
+offline, and each one carries its own title, axis units and a colour per series.
+"""
 
 from __future__ import annotations
 
-import csv
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,10 +65,76 @@ def plot_rows(
     return merge_rows(latency_table(report, cases, length_name), decode_rows, length_name)
 
 
-def write_latency_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+# What each component's benchmark lengths are, for the x axis.
+X_LABELS = {
+    "past_sequence_length": "cache length before the step (positions)",
+    "sequence_length": "sequence length (positions)",
+    "frames": "audio-encoder frames",
+}
+DECODE_SUFFIX, FLOOR_SUFFIX, P50_SUFFIX = "_iobinding_p50_ms", "_floor_ms", "_p50_ms"
+
+
+def plot_series(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Column -> legend label: decode steps with IO binding when there are any (a KV talker),
+    else per-shape P50; PyTorch eager; and the lowest bandwidth floor."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    decode = [c for c in columns if c.endswith(DECODE_SUFFIX)]
+    if decode:
+        series = {c: c.removesuffix(DECODE_SUFFIX) for c in decode}
+        torch = "torch_best_p50_ms"
+    else:
+        series = {
+            c: c.removesuffix(P50_SUFFIX)
+            for c in columns
+            if c.endswith(P50_SUFFIX) and not c.startswith("torch")
+        }
+        torch = "torch_p50_ms"
+    if torch in columns:
+        series[torch] = "PyTorch eager"
+    floors = [c for c in columns if c.endswith(FLOOR_SUFFIX)]
+    if floors:
+        lowest = min(floors, key=lambda c: min(r.get(c, float("inf")) for r in rows))
+        series[lowest] = f"bandwidth floor ({lowest.removesuffix(FLOOR_SUFFIX)})"
+    return series
+
+
+def render_latency_png(path: Path, report: dict[str, Any], title: str) -> None:
+    """A benchmark report's plot rows as a log-log line plot with titled axes (atomic write)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows, x = report["plot"], report["plot_x"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
+    colours = plt.get_cmap("tab10")
+    markers = "osD^v<>ph*"
+    for index, (column, label) in enumerate(plot_series(rows).items()):
+        points = [(row[x], row[column]) for row in rows if column in row]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        floor = column.endswith(FLOOR_SUFFIX)
+        axes.plot(
+            xs,
+            ys,
+            label=label,
+            color="grey" if floor else colours(index % 10),
+            linestyle="--" if floor else "-",
+            marker=None if floor else markers[index % len(markers)],
+        )
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel(X_LABELS.get(x, x))
+    decode = any(key.endswith(DECODE_SUFFIX) for row in rows for key in row)
+    axes.set_ylabel("decode step P50 (ms)" if decode else "latency P50 (ms)")
+    axes.set_title(f"{title} (batch {report['batch']}, {report['threads']} threads)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    figure.savefig(tmp, metadata={"Software": None})
+    plt.close(figure)
+    tmp.replace(path)

@@ -1,4 +1,11 @@
-"""The benchmark stage's logic: every variant and PyTorch eager on the same shapes, in one run."""
+"""The benchmark stage's logic: every variant and PyTorch eager on the same shapes, in one run.
+
+Per component: PyTorch eager once (a child of its own), then per variant a child timing the
+graph per shape (size, load time, latency, peak RSS) and, for a KV-cache talker, a child
+timing decode steps, prefill, the first code and an utterance (:mod:`.decode`), beside the
+component's baseline graph when it has one. A KV talker's hybrid pair is timed as the
+pipeline runs it: its prefill graph for the prompt, its decode graph per code.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +13,49 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omniforge.artifacts import artifact_bytes, artifact_files, records_as_dicts, variant_dir
+from omniforge.artifacts import (
+    artifact_bytes,
+    artifact_files,
+    pair_files,
+    records_as_dicts,
+    variant_dir,
+)
 from omniforge.benchmark.children import run_in_child
-from omniforge.benchmark.decode import bench_decode
+from omniforge.benchmark.decode import bench_decode_onnx, bench_decode_torch, with_torch
 from omniforge.benchmark.latency import bench_onnx, bench_torch, codec_rates
 from omniforge.benchmark.plots import plot_rows
 from omniforge.benchmark.timing import TimingPlan
-from omniforge.components import get_component
-from omniforge.params import Params
+from omniforge.components import Component, get_component
+from omniforge.params import FP32, HYBRID, Params
 
 log = logging.getLogger(__name__)
 
-# Graph kinds whose variants get a benchmark beyond per-shape latency, in a child of its own.
-EXTRA_BENCHMARKS = {"kv-cache": bench_decode}
+KV_CACHE = "kv-cache"
 
 
-def benchmark_component(
-    params: Params, name: str, variants_root: Path
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def baseline_dir(
+    params: Params, component: Component, variants_root: Path, variant: str
+) -> Path | None:
+    """The graph a variant is timed beside: the baseline component's same variant (a hybrid
+    pair against the baseline's decode scheme). None for fp32: two fp32 copies of the
+    full-size talker would not fit in memory together."""
+    baseline = component.baseline
+    if baseline is None or baseline not in params.components or variant == FP32:
+        return None
+    same = params.talker_kv.hybrid_decode if variant == HYBRID else variant
+    return variant_dir(variants_root, baseline, same)
+
+
+def benchmark_component(params: Params, name: str, variants_root: Path) -> dict[str, Any]:
     """Size, load time, latency and peak RSS of every variant beside PyTorch eager.
 
-    Returns the metrics report and the latency plot's rows.
+    The report's ``plot`` holds the latency plot's rows (x under ``plot_x``).
     """
     from omniforge.sources import open_source
 
     settings = params.benchmark
     component = get_component(name)
+    kv = component.graph_kind == KV_CACHE
     configs = open_source(params.model).configs
     cases = component.benchmark_cases(
         configs, settings.batch, settings.lengths[name], seed=params.validate_.seed
@@ -39,43 +63,78 @@ def benchmark_component(
     plan = TimingPlan(settings.threads, settings.warmup, settings.iterations, settings.load_repeats)
     plain_cases = [(case.label, case.inputs) for case in cases]
     largest = max(cases, key=lambda case: case.length).label
-    extra = EXTRA_BENCHMARKS.get(component.graph_kind)
     report: dict[str, Any] = {
         "threads": plan.threads,
         "iterations": plan.iterations,
         "batch": settings.batch,
     }
     torch_latency: dict[str, dict[str, float]] = {}
+    eager_decode: dict[str, Any] | None = None
     if settings.compare_torch:
         log.info("%s: timing PyTorch eager", name)
         report["torch"] = run_in_child(
             f"{name} (torch)", bench_torch, name, params.model.model_dump(), cases, plan
         )
         torch_latency = report["torch"]["latency"]
-    for variant in params.variants:
-        directory = variant_dir(variants_root, name, variant)
+        if kv:
+            eager_decode = run_in_child(
+                f"{name} decode (torch)", bench_decode_torch, params.as_dict(), name
+            )
+    for variant in component.variants(params):
         what = f"{name}-{variant}"
         log.info("%s: timing %s", name, variant)
-        figures = run_in_child(what, bench_onnx, str(directory), plain_cases, plan)
-        figures["size"] = artifact_bytes(directory)
-        # Custody: publish checks that these are the bytes validate checked.
-        figures["files"] = records_as_dicts(artifact_files(directory))
-        # What the latency budget gate reads: JSON keys are sorted, so name it explicitly.
-        figures["largest_case"] = largest
-        figures["largest_case_p50_ms"] = figures["latency"][largest]["p50_ms"]
-        if torch_latency:
-            figures["speedup_vs_torch"] = {
-                label: torch_latency[label]["p50_ms"] / timing["p50_ms"]
-                for label, timing in figures["latency"].items()
+        if variant == HYBRID:
+            prefill = variant_dir(variants_root, name, params.talker_kv.hybrid_prefill)
+            decode = variant_dir(variants_root, name, params.talker_kv.hybrid_decode)
+            figures: dict[str, Any] = {
+                "pair": {"prefill": prefill.name, "decode": decode.name},
+                "size": {
+                    key: artifact_bytes(prefill)[key] + artifact_bytes(decode)[key]
+                    for key in ("graph_bytes", "external_data_bytes", "total_bytes")
+                },
+                "files": records_as_dicts(pair_files(prefill, decode)),
             }
-        if component.emits_codes:
-            figures["rates"] = {
-                case.label: codec_rates(
-                    case, figures["latency"][case.label]["p50_ms"], settings.batch
-                )
-                for case in cases
-            }
-        if extra is not None:
-            figures.update(run_in_child(what, extra, params.as_dict(), str(directory), variant))
+            model_dir, prefill_dir = decode, str(prefill)
+        else:
+            directory = variant_dir(variants_root, name, variant)
+            figures = run_in_child(what, bench_onnx, str(directory), plain_cases, plan)
+            figures["size"] = artifact_bytes(directory)
+            # Custody: publish checks that these are the bytes validate checked.
+            figures["files"] = records_as_dicts(artifact_files(directory))
+            # What the latency budget gate reads: JSON keys are sorted, so name it explicitly.
+            figures["largest_case"] = largest
+            figures["largest_case_p50_ms"] = figures["latency"][largest]["p50_ms"]
+            if torch_latency:
+                figures["speedup_vs_torch"] = {
+                    label: torch_latency[label]["p50_ms"] / timing["p50_ms"]
+                    for label, timing in figures["latency"].items()
+                }
+            if component.emits_codes:
+                figures["rates"] = {
+                    case.label: codec_rates(
+                        case, figures["latency"][case.label]["p50_ms"], settings.batch
+                    )
+                    for case in cases
+                }
+            model_dir, prefill_dir = directory, None
+        if kv:
+            base = baseline_dir(params, component, variants_root, variant)
+            decode_report = run_in_child(
+                f"{what} decode",
+                bench_decode_onnx,
+                params.as_dict(),
+                name,
+                str(model_dir),
+                variant,
+                str(base) if base else None,
+                prefill_dir,
+            )
+            if base is not None:
+                decode_report["baseline"] = f"{component.baseline}/{base.name}"
+            if eager_decode is not None:
+                decode_report = with_torch(decode_report, eager_decode)
+            figures.update(decode_report)
         report[variant] = figures
-    return report, plot_rows(report, cases, component.length_name)
+    report["plot"] = plot_rows(report, cases, component.length_name)
+    report["plot_x"] = component.length_name
+    return report

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from omniforge.talker_io import mrope_positions
+from omniforge.params import HYBRID
+from omniforge.talker_io import TalkerDims, mrope_positions, seeded_normal
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from omniforge.params import Params
     from omniforge.sources.base import ModelConfigs, ModelSource
 
 DynamicAxes = dict[int, str]
@@ -50,6 +52,19 @@ class Component(ABC):
     # input in the same space are a link of the voice pipeline, whose last dims must agree.
     consumes: ClassVar[dict[str, str]] = {}
     produces: ClassVar[dict[str, str]] = {}
+    # Which pass writes the graph ("dynamo": traced from the module; "fuse": passes/fuse.py)
+    # and whether onnxsim simplifies it.
+    exporter: ClassVar[str] = "dynamo"
+    simplify: ClassVar[bool] = True
+    # Another component computing the same thing the plain way: this one's variants are
+    # timed beside that one's, so speedups are measured side by side.
+    baseline: ClassVar[str | None] = None
+
+    def variants(self, params: Params) -> tuple[str, ...]:
+        """The variants of this component: fp32, one per quantize scheme, and for a KV-cache
+        talker the hybrid pair (one scheme's graph for the prompt, another's per code)."""
+        extra = (HYBRID,) if self.graph_kind == "kv-cache" else ()
+        return (*params.variants, *extra)
 
     @property
     def emits_codes(self) -> bool:
@@ -71,6 +86,12 @@ class Component(ABC):
     @abstractmethod
     def make_inputs(self, configs: ModelConfigs, batch: int, length: int, seed: int) -> Inputs:
         """Seeded example inputs of the given batch size and length (sequence or frames)."""
+
+    def parity_cases(
+        self, configs: ModelConfigs, batch: int, length: int, seed: int
+    ) -> dict[str, Inputs]:
+        """The calls validate compares with PyTorch for one shape, by label."""
+        return {"": self.make_inputs(configs, batch, length, seed)}
 
     @abstractmethod
     def interface(self, configs: ModelConfigs) -> dict[str, int]:
@@ -106,10 +127,43 @@ class Component(ABC):
         ]
 
 
-def seeded_normal(seed: int, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
-
-
 def text_positions(batch: int, length: int, start: int = 0) -> np.ndarray:
     """mrope position ids [3, batch, length]: for audio/text-only input the three rows are equal."""
     return mrope_positions(batch, length, start)
+
+
+def unequal_mrope_rows(inputs: Inputs, seed: int) -> Inputs:
+    """The same call with three different mrope position rows, as after images or video.
+
+    The height and width rows get positions far from the time row and from each other, so
+    each frequency section sees other angles (a shift alone would cancel out in attention).
+    """
+    positions = inputs["position_ids"].copy()
+    rng = np.random.default_rng(seed)
+    for row in (1, 2):
+        positions[row] = rng.integers(0, 30_000, size=positions[row].shape)
+    return {**inputs, "position_ids": positions}
+
+
+def talker_dims(configs: ModelConfigs) -> TalkerDims:
+    talker = configs.talker
+    return TalkerDims(
+        layers=talker.num_hidden_layers,
+        hidden=talker.embedding_size,
+        kv_heads=talker.num_key_value_heads,
+        head_dim=talker.head_dim,
+        vocab=talker.vocab_size,
+    )
+
+
+__all__ = [
+    "THINKER_HIDDEN",
+    "BenchmarkCase",
+    "Component",
+    "DynamicAxes",
+    "Inputs",
+    "seeded_normal",
+    "talker_dims",
+    "text_positions",
+    "unequal_mrope_rows",
+]

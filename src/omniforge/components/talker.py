@@ -14,6 +14,7 @@ from omniforge.components.base import (
     Inputs,
     seeded_normal,
     text_positions,
+    unequal_mrope_rows,
 )
 
 if TYPE_CHECKING:
@@ -60,6 +61,13 @@ class Talker(Component):
             "inputs_embeds": seeded_normal(seed, (batch, length, hidden)),
             "position_ids": text_positions(batch, length),
         }
+
+    def parity_cases(
+        self, configs: ModelConfigs, batch: int, length: int, seed: int
+    ) -> dict[str, Inputs]:
+        """The call, and the same call with three unequal mrope rows (images, video)."""
+        inputs = self.make_inputs(configs, batch, length, seed)
+        return {"": inputs, "unequal_mrope_rows": unequal_mrope_rows(inputs, seed)}
 
     def interface(self, configs: ModelConfigs) -> dict[str, int]:
         return {"inputs_embeds": configs.talker.embedding_size, "logits": configs.talker.vocab_size}

@@ -30,14 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from omniforge import talker_io
 from omniforge.components.base import (
     THINKER_HIDDEN,
     BenchmarkCase,
     Component,
     DynamicAxes,
     Inputs,
-    seeded_normal,
-    text_positions,
+    talker_dims,
+    unequal_mrope_rows,
 )
 from omniforge.talker_io import NO_CODEC, past_names, present_names
 
@@ -182,6 +183,13 @@ class TalkerKV(Component):
         inputs["codec_ids"][:, : length // 2] = NO_CODEC
         return inputs
 
+    def parity_cases(
+        self, configs: ModelConfigs, batch: int, length: int, seed: int
+    ) -> dict[str, Inputs]:
+        """The call, and the same call with three unequal mrope rows (images, video)."""
+        inputs = self.make_inputs(configs, batch, length, seed)
+        return {"": inputs, "unequal_mrope_rows": unequal_mrope_rows(inputs, seed)}
+
     def interface(self, configs: ModelConfigs) -> dict[str, int]:
         return {
             "inputs_embeds": configs.talker.embedding_size,
@@ -206,31 +214,5 @@ def step_inputs(
     seed: int,
     codec_ids: np.ndarray | None = None,
 ) -> Inputs:
-    """Seeded inputs of one call: ``seq`` new positions after a cache of ``past`` positions.
-
-    Codec ids default to random audio codes; pass ``prompt_codec_ids`` for a prefill.
-    """
-    talker = configs.talker
-    if codec_ids is None:
-        rng = np.random.default_rng(seed + 17)
-        codec_ids = rng.integers(0, talker.vocab_size, size=(batch, seq), dtype=np.int64)
-    inputs: Inputs = {
-        "inputs_embeds": seeded_normal(seed, (batch, seq, talker.embedding_size)),
-        "codec_ids": codec_ids,
-        "position_ids": text_positions(batch, seq, start=past),
-    }
-    shape = (batch, talker.num_key_value_heads, past, talker.head_dim)
-    for index, name in enumerate(past_names(talker.num_hidden_layers)):
-        inputs[name] = seeded_normal(seed + 1 + index, shape)
-    return inputs
-
-
-def generation_inputs(
-    configs: ModelConfigs, batch: int, prompt_length: int, reply_length: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded thinker-side prompt [batch, T, E] and reply states [batch, R, E]."""
-    hidden = configs.talker.embedding_size
-    return (
-        seeded_normal(seed + 101, (batch, prompt_length, hidden)),
-        seeded_normal(seed + 202, (batch, reply_length, hidden)),
-    )
+    """Seeded inputs of one call at this model's dims (see ``talker_io.step_inputs``)."""
+    return talker_io.step_inputs(talker_dims(configs), batch, seq, past, seed, codec_ids)

@@ -26,7 +26,14 @@ log = logging.getLogger(__name__)
 def export_component(
     component: Component, source: ModelSource, out_dir: Path, params: ExportParams
 ) -> Path:
-    """Export ``component`` into ``out_dir`` (replaced atomically). Returns the model path."""
+    """Export ``component`` into ``out_dir`` (replaced atomically). Returns the model path.
+
+    A component whose graph is written by the fuse pass (``exporter = "fuse"``) gets it here.
+    """
+    if component.exporter == "fuse":
+        from omniforge.passes.fuse import fuse_talker
+
+        return fuse_talker(source, out_dir)
     started = time.perf_counter()
     module = component.build_module(source)
     log.info("%s: module built in %.1fs", component.name, time.perf_counter() - started)

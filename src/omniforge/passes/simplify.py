@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
-from omniforge.artifacts import atomic_directory, check_artifact, model_path, save_model
+from omniforge.artifacts import (
+    DATA_FILENAME,
+    MODEL_FILENAME,
+    atomic_directory,
+    check_artifact,
+    model_path,
+    save_model,
+)
 from omniforge.errors import ArtifactError
 from omniforge.params import SimplifyParams
 
 log = logging.getLogger(__name__)
 
 
-def simplify_artifact(src_dir: Path, out_dir: Path, params: SimplifyParams) -> Path:
-    """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically)."""
+def simplify_artifact(
+    src_dir: Path, out_dir: Path, params: SimplifyParams, enabled: bool = True
+) -> Path:
+    """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically).
+
+    ``enabled`` False (a component whose graph the fuse pass wrote, already in the ops it
+    should run as): the graph is copied as it is.
+    """
     from onnxsim import simplify
 
     source = model_path(src_dir)
+    if not enabled:
+        with atomic_directory(out_dir) as tmp:
+            for name in (MODEL_FILENAME, DATA_FILENAME):
+                shutil.copyfile(Path(src_dir) / name, tmp / name)
+            check_artifact(tmp)
+        return Path(out_dir)
     started = time.perf_counter()
     log.info("simplifying %s", source)
     # From a path, so onnxsim reads the external data itself; certify (a Z3 proof) is off:

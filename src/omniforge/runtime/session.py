@@ -53,24 +53,32 @@ def open_session(model: str | Path, threads: int | None = 1) -> Any:
 class BoundRun:
     """One run of a session on given inputs through IO binding; outputs stay in onnxruntime.
 
-    Inputs may be numpy arrays or OrtValues (a cache from an earlier run): nothing is
-    copied back to numpy unless asked. Calling it again reruns on the same inputs.
+    Inputs may be numpy arrays or OrtValues (a cache from an earlier run): nothing is copied
+    back to numpy unless asked. ``outputs`` binds named outputs to given OrtValues (a fused
+    talker's present is its past's own buffer); the others are allocated by onnxruntime.
+    Calling it again reruns on the same inputs. ``keep``: anything the bound values alias.
     """
 
-    def __init__(self, session: Any, inputs: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        session: Any,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any] | None = None,
+        keep: Any = None,
+    ) -> None:
         self.session = session
         self.binding = session.io_binding()
+        self.keep = keep
         # The OrtValues must outlive the binding, which holds only pointers to them.
-        self._values = {
-            name: value
-            if isinstance(value, ort.OrtValue)
-            else ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
-            for name, value in inputs.items()
-        }
+        self._values = {name: as_ortvalue(value) for name, value in inputs.items()}
+        self._outputs = dict(outputs or {})
         for name, value in self._values.items():
             self.binding.bind_ortvalue_input(name, value)
         for output in session.get_outputs():
-            self.binding.bind_output(output.name, "cpu")
+            if output.name in self._outputs:
+                self.binding.bind_ortvalue_output(output.name, self._outputs[output.name])
+            else:
+                self.binding.bind_output(output.name, "cpu")
 
     def __call__(self) -> None:
         self.session.run_with_iobinding(self.binding)
@@ -78,3 +86,9 @@ class BoundRun:
     def outputs(self) -> list[Any]:
         """The last run's outputs as OrtValues, in graph order."""
         return self.binding.get_outputs()
+
+
+def as_ortvalue(value: Any) -> Any:
+    if isinstance(value, ort.OrtValue):
+        return value
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))

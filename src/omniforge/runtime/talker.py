@@ -1,9 +1,20 @@
 """The talker KV-cache graph in onnxruntime, between the thinker and Token2Wav::
 
-    talker = OnnxTalker.load("models/published/talker_kv/int4", threads=2)
+    talker = OnnxTalker.load("models/published/talker_fused/int4", threads=2)
     result = talker.generate(prompt_embeds, reply_embeds, GenerationConfig(code_limit=8193))
     for codes in result.audio_codes():   # per row, control ids stripped: Token2Wav input
         ...
+
+Two graph layouts, told apart by their inputs:
+
+- a plain graph (``talker_kv``): the cache grows by one position per call; each call's
+  present becomes the next call's past, as OrtValues (no copy to numpy);
+- a fused graph (``talker_fused``, GroupQueryAttention): one buffer per layer is allocated
+  once, as long as the generation needs (at most ``max_cache_length``), and bound as both
+  past and present, so a decode step neither copies nor grows the cache.
+
+A pair of graphs with one cache layout (an int8 graph for the prompt, an int4 graph for each
+code) runs as one talker: ``OnnxTalker(decode_session, prefill=prefill_session)``.
 
 Importing this module needs numpy and onnxruntime only.
 """
@@ -16,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnxruntime as ort
 
 from omniforge.errors import ContractError
 from omniforge.runtime.generation import (
@@ -27,23 +39,42 @@ from omniforge.runtime.generation import (
     teacher_forced_logits,
 )
 from omniforge.runtime.session import BoundRun, open_session
-from omniforge.talker_io import mrope_positions, past_names
+from omniforge.talker_io import (
+    PAST_PREFIX,
+    TalkerDims,
+    mrope_positions,
+    past_names,
+    present_names,
+)
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
+    from collections.abc import Mapping
+
+# The fused graph's extra inputs (GroupQueryAttention's lengths).
+SEQLENS, TOTAL_LENGTH = "seqlens_k", "total_sequence_length"
+# Cache positions a fused talker allocates at most, unless told otherwise: 4096 positions
+# are 80 s of audio after the prompt; at the 7B talker's dims a batch row costs 0.4 GB.
+DEFAULT_MAX_CACHE_LENGTH = 4096
+GRAPH_INPUTS = ("inputs_embeds", "codec_ids", "position_ids")
 
 
 @dataclass
 class KVCache:
     """The talker's cache as onnxruntime values, per layer key then value, in graph order.
 
-    Each tensor is [batch, kv_heads, length, head_dim] float32. ``from_numpy`` builds one from
-    arrays (e.g. a cached shared prefix); ``numpy`` gives the arrays back.
+    Each tensor is [batch, kv_heads, positions, head_dim] float32, of which the first
+    ``length`` positions hold the cache. ``capacity`` is None for a cache that grows with each
+    call (plain graphs), else the buffer length (fused graphs write in place).
+    ``from_numpy`` builds one from arrays (e.g. a cached shared prefix); ``numpy`` gives the
+    valid part back.
     """
 
     values: list[Any] = field(repr=False)
     batch: int
     length: int
+    capacity: int | None = None
+    # The numpy buffers a fixed-capacity cache aliases (kept alive with it).
+    buffers: list[np.ndarray] = field(default_factory=list, repr=False)
 
     @property
     def num_layers(self) -> int:
@@ -51,8 +82,6 @@ class KVCache:
 
     @classmethod
     def from_numpy(cls, layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> KVCache:
-        import onnxruntime as ort
-
         if not layers:
             raise ValueError("a past needs at least one layer of (key, value)")
         values: list[Any] = []
@@ -74,75 +103,171 @@ class KVCache:
         shape = values[0].shape()
         return cls(values, batch=int(shape[0]), length=int(shape[2]))
 
+    @classmethod
+    def allocate(
+        cls, batch: int, kv_heads: int, head_dim: int, layers: int, capacity: int
+    ) -> KVCache:
+        """Zeroed buffers of ``capacity`` positions, bound in place by a fused graph."""
+        shape = (batch, kv_heads, capacity, head_dim)
+        buffers = [np.zeros(shape, dtype=np.float32) for _ in range(2 * layers)]
+        values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]
+        return cls(values, batch=batch, length=0, capacity=capacity, buffers=buffers)
+
     def numpy(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        arrays = [v.numpy() for v in self.values]
+        arrays = [v.numpy()[:, :, : self.length] for v in self.values]
         return [(arrays[2 * i], arrays[2 * i + 1]) for i in range(self.num_layers)]
 
 
-class OnnxTalker:
-    """A talker KV-cache graph (``talker_kv``) in an onnxruntime session.
+@dataclass(frozen=True)
+class GraphLayout:
+    """What a talker graph takes, read from its session."""
 
-    The I/O is read from the graph itself, so every input is checked before onnxruntime sees
-    it. Caches move between steps as OrtValues through IO binding: no numpy copy per step.
-    """
+    num_layers: int
+    hidden: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    fused: bool
 
-    def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
+    @property
+    def dims(self) -> TalkerDims:
+        return TalkerDims(self.num_layers, self.hidden, self.kv_heads, self.head_dim, self.vocab)
+
+    @classmethod
+    def of(cls, session: Any) -> GraphLayout:
         inputs = {value.name: value for value in session.get_inputs()}
         outputs = {value.name: value for value in session.get_outputs()}
-        missing = [n for n in ("inputs_embeds", "codec_ids", "position_ids") if n not in inputs]
+        missing = [n for n in GRAPH_INPUTS if n not in inputs]
         if missing or "logits" not in outputs:
             raise ContractError(
                 f"not a talker KV-cache graph: it lacks {missing or ['logits']} "
                 f"(inputs {sorted(inputs)}, outputs {sorted(outputs)})"
             )
-        self.num_layers = sum(
-            1 for n in inputs if n.startswith("past_key_values.") and n.endswith(".key")
-        )
-        if self.num_layers == 0 or set(past_names(self.num_layers)) - set(inputs):
+        layers = sum(1 for n in inputs if n.startswith(PAST_PREFIX) and n.endswith(".key"))
+        if layers == 0 or set(past_names(layers)) - set(inputs):
             raise ContractError(f"talker graph inputs lack a complete past: {sorted(inputs)}")
-        self.hidden = _fixed_dim(inputs["inputs_embeds"].shape, -1, "inputs_embeds")
-        key_shape = inputs["past_key_values.0.key"].shape
-        self.kv_heads = _fixed_dim(key_shape, 1, "past_key_values.0.key")
-        self.head_dim = _fixed_dim(key_shape, 3, "past_key_values.0.key")
-        self.vocab = _fixed_dim(outputs["logits"].shape, -1, "logits")
-        self._past_names = past_names(self.num_layers)
+        key_shape = inputs[past_names(1)[0]].shape
+        return cls(
+            num_layers=layers,
+            hidden=_fixed_dim(inputs["inputs_embeds"].shape, -1, "inputs_embeds"),
+            kv_heads=_fixed_dim(key_shape, 1, past_names(1)[0]),
+            head_dim=_fixed_dim(key_shape, 3, past_names(1)[0]),
+            vocab=_fixed_dim(outputs["logits"].shape, -1, "logits"),
+            fused=SEQLENS in inputs and TOTAL_LENGTH in inputs,
+        )
+
+
+class OnnxTalker:
+    """A talker KV-cache graph in an onnxruntime session, or a prefill/decode pair of them.
+
+    The I/O is read from the graph itself, so every input is checked before onnxruntime sees
+    it. Caches move between steps as OrtValues through IO binding: no numpy copy per step.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        prefill: Any | None = None,
+        max_cache_length: int = DEFAULT_MAX_CACHE_LENGTH,
+    ) -> None:
+        self.session = session
+        self.layout = GraphLayout.of(session)
+        self.prefill_session = prefill
+        if prefill is not None and GraphLayout.of(prefill) != self.layout:
+            raise ContractError(
+                f"the prefill graph ({GraphLayout.of(prefill)}) and the decode graph "
+                f"({self.layout}) do not share one cache layout"
+            )
+        if max_cache_length < 1:
+            raise ValueError(f"max_cache_length must be >= 1, got {max_cache_length}")
+        self.max_cache_length = max_cache_length
+        self._past_names = past_names(self.layout.num_layers)
+        self._present_names = present_names(self.layout.num_layers)
+
+    # The figures callers read most often.
+    @property
+    def num_layers(self) -> int:
+        return self.layout.num_layers
+
+    @property
+    def hidden(self) -> int:
+        return self.layout.hidden
+
+    @property
+    def vocab(self) -> int:
+        return self.layout.vocab
 
     @classmethod
-    def load(cls, model: str | Path, threads: int | None = None) -> OnnxTalker:
+    def load(
+        cls,
+        model: str | Path,
+        threads: int | None = None,
+        *,
+        prefill: str | Path | None = None,
+        max_cache_length: int = DEFAULT_MAX_CACHE_LENGTH,
+    ) -> OnnxTalker:
         """Open an artifact directory (or a ``.onnx`` file) on the CPU provider.
 
         ``threads``: onnxruntime's intra-op threads; None leaves onnxruntime's default.
+        ``prefill``: another graph of the same layout, run for the prompt.
         """
         session = open_session(model, threads)
-        return cls(session)
+        prefill_session = open_session(prefill, threads) if prefill is not None else None
+        return cls(session, prefill=prefill_session, max_cache_length=max_cache_length)
 
-    def empty_cache(self, batch: int) -> KVCache:
-        shape = (batch, self.kv_heads, 0, self.head_dim)
-        return KVCache.from_numpy([(np.zeros(shape, np.float32),) * 2] * self.num_layers)
+    def empty_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+        """An empty cache; a fused graph's holds ``capacity`` positions (default: the most)."""
+        layout = self.layout
+        if layout.fused:
+            capacity = self.max_cache_length if capacity is None else capacity
+            self._check_capacity(capacity)
+            return KVCache.allocate(
+                batch, layout.kv_heads, layout.head_dim, layout.num_layers, capacity
+            )
+        shape = (batch, layout.kv_heads, 0, layout.head_dim)
+        return KVCache.from_numpy([(np.zeros(shape, np.float32),) * 2] * layout.num_layers)
+
+    def _check_capacity(self, needed: int) -> None:
+        if needed > self.max_cache_length:
+            raise ValueError(
+                f"the cache would need {needed} positions, more than this talker's "
+                f"max_cache_length of {self.max_cache_length}: generate fewer codes, or open "
+                "the talker with a larger max_cache_length"
+            )
 
     def check_cache(
-        self, past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]], batch: int
+        self, past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]], batch: int, extra: int
     ) -> KVCache:
-        """The past as a KVCache, checked against this graph and the batch."""
+        """The past as a cache this graph can continue for ``extra`` more positions."""
+        layout = self.layout
         cache = past if isinstance(past, KVCache) else KVCache.from_numpy(past)
-        if cache.num_layers != self.num_layers:
+        if cache.num_layers != layout.num_layers:
             raise ContractError(
-                f"the past has {cache.num_layers} layers, this talker graph has {self.num_layers}"
+                f"the past has {cache.num_layers} layers, this talker graph has {layout.num_layers}"
             )
         for name, value in zip(self._past_names, cache.values, strict=True):
             shape = tuple(value.shape())
-            if len(shape) != 4 or shape[1] != self.kv_heads or shape[3] != self.head_dim:
+            if len(shape) != 4 or shape[1] != layout.kv_heads or shape[3] != layout.head_dim:
                 raise ContractError(
                     f"past {name} has shape {shape}, this talker graph takes "
-                    f"[batch, {self.kv_heads}, length, {self.head_dim}]"
+                    f"[batch, {layout.kv_heads}, length, {layout.head_dim}]"
                 )
             if shape[0] != batch:
                 raise ValueError(
                     f"batch mismatch: past {name} has batch {shape[0]}, the input {batch}"
                 )
-            if shape[2] != cache.length:
+            if cache.capacity is None and shape[2] != cache.length:
                 raise ValueError(f"past {name} has length {shape[2]}, layer 0's key {cache.length}")
+        if layout.fused and cache.capacity is None:
+            # A grown cache (e.g. from numpy) moves into buffers this graph writes in place.
+            grown = self.empty_cache(batch, cache.length + extra)
+            for buffer, array in zip(
+                grown.buffers, (a for p in cache.numpy() for a in p), strict=True
+            ):
+                buffer[:, :, : cache.length] = array
+            grown.length = cache.length
+            return grown
         return cache
 
     def forward(
@@ -154,22 +279,45 @@ class OnnxTalker:
     ) -> tuple[np.ndarray, KVCache]:
         """One call of the graph at positions ``start ..`` (default: right after the past).
 
-        Returns the logits [batch, seq, vocab] and the grown cache. Inputs are not checked
-        here beyond what the caller did: ``generate`` checks them once.
+        Returns the logits [batch, seq, vocab] and the cache after the call (a fused graph's
+        is the same buffers, one call longer). Inputs are not checked here beyond what the
+        caller did: ``generate`` checks them once.
         """
         batch, seq = codec_ids.shape
         first = past.length if start is None else start
-        inputs = {
+        inputs: dict[str, Any] = {
             # No-ops for the float32, contiguous arrays generate passes.
             "inputs_embeds": np.ascontiguousarray(inputs_embeds, np.float32),
             "codec_ids": np.ascontiguousarray(codec_ids, dtype=np.int64),
             "position_ids": mrope_positions(batch, seq, first),
             **dict(zip(self._past_names, past.values, strict=True)),
         }
-        run = BoundRun(self.session, inputs)
+        session = self.session
+        if seq > 1 and self.prefill_session is not None:
+            session = self.prefill_session
+        total = past.length + seq
+        if not self.layout.fused:
+            run = BoundRun(session, inputs)
+            run()
+            outputs = run.outputs()
+            return outputs[0].numpy(), KVCache(list(outputs[1:]), batch=batch, length=total)
+        if past.capacity is None or total > past.capacity:
+            self._check_capacity(total)
+            raise ValueError(f"the cache holds {past.capacity} positions, the call needs {total}")
+        if seq > 1 and past.length > 0 and batch > 1:
+            raise ValueError(
+                f"a prompt of {seq} positions after a cache of {past.length} needs batch 1 in a "
+                f"fused graph (onnxruntime's GroupQueryAttention); this batch has {batch} rows"
+            )
+        inputs[SEQLENS] = np.full(batch, total - 1, dtype=np.int32)
+        inputs[TOTAL_LENGTH] = np.array(total, dtype=np.int32)
+        # Present is the past's own buffer: the step writes its positions in place.
+        run = BoundRun(
+            session, inputs, outputs=dict(zip(self._present_names, past.values, strict=True))
+        )
         run()
-        outputs = run.outputs()
-        return outputs[0].numpy(), KVCache(list(outputs[1:]), batch=batch, length=past.length + seq)
+        past.length = total
+        return run.outputs()[0].numpy(), past
 
     def _stepper(self, past: KVCache) -> StepFn:
         state = {"past": past}
@@ -185,10 +333,17 @@ class OnnxTalker:
         prompt_embeds: Any,
         reply_embeds: Any,
         past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]] | None,
+        steps: int,
     ) -> tuple[np.ndarray, np.ndarray, KVCache]:
         prompt, reply = check_generation_inputs(prompt_embeds, reply_embeds, self.hidden)
-        batch = prompt.shape[0]
-        cache = self.empty_cache(batch) if past is None else self.check_cache(past, batch)
+        batch, length = prompt.shape[0], prompt.shape[1]
+        # The prompt and the codes go into the cache (all but the last code, in fact).
+        extra = length + steps
+        if past is None:
+            self._check_capacity(extra)
+            return prompt, reply, self.empty_cache(batch, extra)
+        cache = self.check_cache(past, batch, extra)
+        self._check_capacity(cache.length + extra)
         return prompt, reply, cache
 
     def generate(
@@ -202,7 +357,9 @@ class OnnxTalker:
     ) -> GenerationResult:
         """Generate codec ids. ``past``: a cache the prompt continues (positions follow it)."""
         config = config or GenerationConfig()
-        prompt, reply, cache = self._prepare(prompt_embeds, reply_embeds, past)
+        prompt, reply, cache = self._prepare(
+            prompt_embeds, reply_embeds, past, config.max_new_tokens
+        )
         return decode_loop(
             self._stepper(cache), prompt, reply, cache.length, config, self.vocab, return_logits
         )
@@ -211,8 +368,46 @@ class OnnxTalker:
         self, prompt_embeds: np.ndarray, reply_embeds: np.ndarray, codes: np.ndarray
     ) -> np.ndarray:
         """Teacher-forced logits [batch, steps, vocab] of ``codes``: see teacher_forced_logits."""
-        prompt, reply, cache = self._prepare(prompt_embeds, reply_embeds, None)
+        steps = int(np.asarray(codes).shape[-1]) if np.ndim(codes) == 2 else 0
+        prompt, reply, cache = self._prepare(prompt_embeds, reply_embeds, None, steps)
         return teacher_forced_logits(self._stepper(cache), prompt, reply, codes, self.vocab)
+
+    def feeds(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``session.run`` feeds for one call on numpy arrays (past of its own length): a
+        fused graph also gets GroupQueryAttention's lengths."""
+        feeds = dict(inputs)
+        if self.layout.fused:
+            batch, seq = inputs["codec_ids"].shape
+            total = inputs[self._past_names[0]].shape[2] + seq
+            feeds[SEQLENS] = np.full(batch, total - 1, dtype=np.int32)
+            feeds[TOTAL_LENGTH] = np.array(total, dtype=np.int32)
+        return feeds
+
+    def timed_step(self, inputs: Mapping[str, np.ndarray]) -> BoundRun:
+        """A call on fixed inputs, ready to be timed again and again (decode benchmarks).
+
+        A fused graph gets the past as a buffer one position longer, bound as its present,
+        so every call writes the same position and reads the same cache length.
+        """
+        if not self.layout.fused:
+            return BoundRun(self.session, inputs)
+        batch, seq = inputs["codec_ids"].shape
+        length = inputs[self._past_names[0]].shape[2]
+        cache = self.empty_cache(batch, length + seq)
+        for buffer, name in zip(cache.buffers, self._past_names, strict=True):
+            buffer[:, :, :length] = inputs[name]
+        total = length + seq
+        bound = {
+            **{n: inputs[n] for n in GRAPH_INPUTS},
+            SEQLENS: np.full(batch, total - 1, dtype=np.int32),
+            TOTAL_LENGTH: np.array(total, dtype=np.int32),
+            **dict(zip(self._past_names, cache.values, strict=True)),
+        }
+        session = (
+            self.prefill_session if seq > 1 and self.prefill_session is not None else self.session
+        )
+        presents = dict(zip(self._present_names, cache.values, strict=True))
+        return BoundRun(session, bound, outputs=presents, keep=cache)
 
 
 def _fixed_dim(shape: Sequence[Any], axis: int, name: str) -> int:
@@ -235,7 +430,7 @@ def generate_codes(
     """Generate codec ids through onnxruntime: a loaded ``OnnxTalker`` or an artifact directory.
 
     Args:
-        talker: the ``talker_kv`` graph, loaded or as a directory holding ``model.onnx``.
+        talker: the talker graph, loaded or as a directory holding ``model.onnx``.
         prompt_embeds: [batch, T >= 2, E] float, transformers' ``talker_inputs_embeds``.
         reply_embeds: [batch, R >= 1, E] float, transformers' ``thinker_reply_part``.
         config: code choice and stopping; greedy with bos suppressed by default.
@@ -245,7 +440,8 @@ def generate_codes(
 
     Raises:
         ContractError: hidden size or past layout that does not match the graph.
-        ValueError: malformed shapes, batch mismatch, an empty prompt or reply.
+        ValueError: malformed shapes, batch mismatch, an empty prompt or reply, or a
+            generation longer than the talker's ``max_cache_length``.
     """
     runtime = talker if isinstance(talker, OnnxTalker) else OnnxTalker.load(talker, threads)
     return runtime.generate(

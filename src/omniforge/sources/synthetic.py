@@ -24,6 +24,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Statistics of the parameters transformers' init leaves trivial (norm scales at one, biases
+# at zero): a trained checkpoint's are not, and the exporter folds trivial ones away, so a
+# synthetic model initialised like transformers exports a graph with fewer nodes.
+NORM_SCALE_MEAN, NORM_SCALE_STD = 1.0, 0.2
+BIAS_STD = 0.1
+
+
+def init_like_a_checkpoint(module: nn.Module) -> None:
+    """Norm scales and biases drawn like a trained checkpoint's, from the current torch seed.
+
+    Every 1-D ``weight`` is a norm scale here (the talker and audio head have no other); every
+    ``bias`` gets a spread around zero. Matrices keep transformers' initialisation.
+    """
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, BIAS_STD)
+            elif name.endswith("weight") and parameter.ndim == 1:
+                parameter.normal_(NORM_SCALE_MEAN, NORM_SCALE_STD)
+
 
 @dataclass
 class SyntheticSource:
@@ -56,6 +76,7 @@ class SyntheticSource:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + 1)
             model = Qwen2_5OmniTalkerForConditionalGeneration(self.configs.talker)
+            init_like_a_checkpoint(model)
         return frozen_fp32(model)
 
     def audio_head(self) -> AudioHead:
@@ -67,10 +88,9 @@ class SyntheticSource:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + 2)
             tower = Qwen2_5OmniAudioEncoder(self.configs.audio)
-            # Random LayerNorm affine params, so the export is checked on a non-trivial norm.
-            nn.init.normal_(tower.ln_post.weight, mean=1.0, std=0.1)
-            nn.init.normal_(tower.ln_post.bias, std=0.1)
-        return frozen_fp32(AudioHead(tower.ln_post, tower.avg_pooler, tower.proj))
+            head = AudioHead(tower.ln_post, tower.avg_pooler, tower.proj)
+            init_like_a_checkpoint(head)
+        return frozen_fp32(head)
 
     def record(self) -> dict[str, Any]:
         return {"kind": "synthetic", "preset": self.preset, "seed": self.seed}

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from omniforge.artifacts import artifact_files, records_as_dicts, variant_dir
+from omniforge.artifacts import artifact_files, pair_files, records_as_dicts, variant_dir
 from omniforge.components import get_component
-from omniforge.params import FP32, Params
+from omniforge.params import FP32, HYBRID, Params
 from omniforge.sources import open_source
 from omniforge.sources.base import ModelSource
 from omniforge.sources.token2wav import Token2WavMetadata, resolve_metadata
@@ -72,5 +72,12 @@ def validate_pipeline(params: Params, variants_root: Path) -> dict[str, Any]:
             for check in checks:
                 figures[variant].update(check.check(variant, directory))
             log.info("%s-%s: %s", component.name, variant, figures[variant])
+        if HYBRID in component.variants(params):
+            prefill = variant_dirs[params.talker_kv.hybrid_prefill]
+            decode = variant_dirs[params.talker_kv.hybrid_decode]
+            files[HYBRID] = records_as_dicts(pair_files(prefill, decode))
+            generation = next(c for c in checks if isinstance(c, GenerationCheck))
+            figures[HYBRID] = generation.check_pair(HYBRID, prefill, decode)
+            log.info("%s-%s: %s", component.name, HYBRID, figures[HYBRID])
         report[component.name] = {"contract": contract, "variants": figures, "files": files}
     return report

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniforge.components.talker_kv import generation_inputs
+from omniforge.components.base import talker_dims
 from omniforge.errors import ContractError
 from omniforge.reference import torch_generate_codes
 from omniforge.runtime.generation import GenerationConfig, GenerationResult
 from omniforge.runtime.talker import OnnxTalker
-from omniforge.talker_io import CONTROL_IDS, strip_control_ids
+from omniforge.talker_io import CONTROL_IDS, generation_inputs, strip_control_ids
 
 if TYPE_CHECKING:
     from omniforge.params import TalkerKVParams
@@ -100,8 +100,9 @@ class GenerationCheck:
         seed: int,
     ) -> None:
         self.num_embeds = token2wav.num_embeds
+        self.max_cache_length = settings.max_cache_length
         self.prompt, self.reply = generation_inputs(
-            source.configs,
+            talker_dims(source.configs),
             settings.validate_batch,
             settings.prompt_length,
             settings.reply_length,
@@ -121,8 +122,24 @@ class GenerationCheck:
         check_token2wav_codes(self.reference.codes, self.num_embeds, "PyTorch")
 
     def check(self, variant: str, directory: Path) -> dict[str, Any]:
+        return self.check_talker(
+            variant,
+            OnnxTalker.load(directory, GENERATION_THREADS, max_cache_length=self.max_cache_length),
+            str(directory),
+        )
+
+    def check_pair(self, variant: str, prefill_dir: Path, decode_dir: Path) -> dict[str, Any]:
+        """A prefill/decode pair generating as one talker."""
+        talker = OnnxTalker.load(
+            decode_dir,
+            GENERATION_THREADS,
+            prefill=prefill_dir,
+            max_cache_length=self.max_cache_length,
+        )
+        return self.check_talker(variant, talker, f"{prefill_dir} + {decode_dir}")
+
+    def check_talker(self, variant: str, runtime: OnnxTalker, where: str) -> dict[str, Any]:
         started = time.perf_counter()
-        runtime = OnnxTalker.load(directory, threads=GENERATION_THREADS)
         generated = runtime.generate(self.prompt, self.reply, self.config)
         forced = runtime.score(self.prompt, self.reply, self.reference.codes)
         log.info(
@@ -134,7 +151,7 @@ class GenerationCheck:
         figures = compare_generation(self.reference, generated, forced)
         # Audio codes of this variant checked against Token2Wav's range (control ids stripped).
         figures["generation_codes_checked"] = check_token2wav_codes(
-            generated.codes, self.num_embeds, f"{directory}"
+            generated.codes, self.num_embeds, where
         )
         figures["generation_token2wav_contract_ok"] = True
         figures["generation_token2wav_num_embeds"] = self.num_embeds

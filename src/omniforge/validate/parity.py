@@ -86,12 +86,12 @@ class ParityCheck:
         configs = source.configs
         self.component = component
         self.output_names = list(component.output_axes(configs))
-        self.cases = {
-            f"batch_{shape.batch}_{component.length_name}_{shape.length}": component.make_inputs(
-                configs, shape.batch, shape.length, seed + index
-            )
-            for index, shape in enumerate(shapes)
-        }
+        self.cases = {}
+        for index, shape in enumerate(shapes):
+            prefix = f"batch_{shape.batch}_{component.length_name}_{shape.length}"
+            cases = component.parity_cases(configs, shape.batch, shape.length, seed + index)
+            for label, inputs in cases.items():
+                self.cases[f"{prefix}_{label}" if label else prefix] = inputs
         module = component.build_module(source)
         self.references = {
             label: run_torch(module, inputs, self.output_names)

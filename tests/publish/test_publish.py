@@ -2,11 +2,18 @@ from pathlib import Path
 
 import pytest
 
-from omniforge.artifacts import artifact_files
+from omniforge.artifacts import artifact_bytes, artifact_files
 from omniforge.errors import ArtifactError
 from omniforge.params import Gate
-from omniforge.publish import Candidate, gate_reasons, publish
-from omniforge.runtime.manifest import load_manifest, load_session, verify_all
+from omniforge.publish import Candidate, publish
+from omniforge.publish.gates import refusals
+from omniforge.runtime.manifest import load_manifest, load_session, read_artifact, verify_all
+
+
+def gate_reasons(candidate: Candidate, gate: Gate | None) -> list[str]:
+    return [
+        r.reason for r in refusals(candidate.variant, candidate.parity, candidate.benchmark, gate)
+    ]
 
 
 def _candidate(variant: str, directory: Path, cosine: float, p50_ms: float = 1.0) -> Candidate:
@@ -15,7 +22,7 @@ def _candidate(variant: str, directory: Path, cosine: float, p50_ms: float = 1.0
         files=artifact_files(directory),
         component="projection",
         variant=variant,
-        directory=directory,
+        directories={"": directory},
         graph_kind="full-sequence",
         parity={"cosine": cosine, "max_abs_error": 0.01, "top1_agreement": 0.9},
         benchmark={
@@ -23,6 +30,7 @@ def _candidate(variant: str, directory: Path, cosine: float, p50_ms: float = 1.0
             "latency": {"frames=10": {"p50_ms": p50_ms / 2}, "frames=100": {"p50_ms": p50_ms}},
             "largest_case": "frames=100",
             "largest_case_p50_ms": p50_ms,
+            "size": artifact_bytes(directory) if (directory / "model.onnx").exists() else {},
         },
     )
 
@@ -81,7 +89,12 @@ def test_publish_copies_what_passes_and_lists_what_does_not(
     assert "cosine" in manifest["rejected"][0]["reasons"][0]
     assert not (out / "projection" / "int4").exists()
     artifact = load_manifest(out)["artifacts"][0]
-    assert {f["name"] for f in artifact["files"]} == {"model.onnx", "model.onnx.data"}
+    assert {f["name"] for f in artifact["files"]} == {"model.onnx", "model.onnx.data", "README.md"}
+    # The artifact describes itself: its own manifest entry and a model card.
+    assert read_artifact(out / "projection" / "fp32") == artifact
+    card = (out / "projection" / "fp32" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: onnx\n")
+    assert "| `model.onnx.data` |" in card and "load_session" in card
     assert artifact["io"]["inputs"][0]["name"] == "audio_features"
     assert artifact["source"] == {"kind": "synthetic"}
     assert "onnxruntime" in manifest["toolchain"]

@@ -1,0 +1,292 @@
+"""The publish stage: gate the variants, then publish the ones that pass, atomically.
+
+``models/published/<component>/<variant>/`` holds ``model.onnx`` and its external data (a
+hybrid pair: ``prefill/`` and ``decode/``), its own ``manifest.json`` entry and a model card
+``README.md``; ``models/published/manifest.json`` indexes them all. Each entry lists its
+files' bytes and sha256 (the ones validate checked), its graph I/O, the metrics that vetted
+it, the source, the toolchain and the params. The whole published directory is replaced at
+once: a reader sees the old set or the new one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omniforge.artifacts import (
+    DECODE,
+    SOURCE_FILENAME,
+    FileRecord,
+    atomic_directory,
+    check_files,
+    graph_signature,
+    read_json_object,
+    records_as_dicts,
+    sha256_file,
+    variant_dir,
+    write_json,
+)
+from omniforge.components import get_component
+from omniforge.errors import CustodyError
+from omniforge.params import HYBRID, Gate, Params
+from omniforge.publish.gates import refusals
+from omniforge.publish.headline import headline
+from omniforge.publish.model_card import FILENAME as MODEL_CARD
+from omniforge.publish.model_card import model_card
+from omniforge.runtime.manifest import MANIFEST_FILENAME, MANIFEST_VERSION
+
+log = logging.getLogger(__name__)
+
+TOOLCHAIN = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnxsim", "numpy")
+
+
+@dataclass
+class Candidate:
+    """One built variant with the metrics that decide whether it ships."""
+
+    component: str
+    variant: str
+    # What to copy: subfolder of the artifact ("" for the artifact itself) -> built directory.
+    directories: dict[str, Path]
+    graph_kind: str
+    parity: dict[str, Any]
+    benchmark: dict[str, Any]
+    # What validate hashed before checking: the only bytes that may ship under these figures.
+    files: list[FileRecord]
+    reasons: list[str] = field(default_factory=list)
+    refused_by: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.component}-{self.variant}"
+
+    @property
+    def graph(self) -> str:
+        """The graph whose I/O the entry describes (a pair's decode graph)."""
+        return DECODE if DECODE in self.directories else ""
+
+
+def toolchain_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in TOOLCHAIN:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def judge(candidate: Candidate, gates: dict[str, Gate]) -> bool:
+    """Apply the candidate's gate; True when it passes."""
+    found = refusals(
+        candidate.variant, candidate.parity, candidate.benchmark, gates.get(candidate.variant)
+    )
+    candidate.reasons = [r.reason for r in found]
+    candidate.refused_by = sorted({r.gate for r in found})
+    return not found
+
+
+def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> dict[str, Any]:
+    """Copy one candidate into ``target``, check it is what validate checked, describe it."""
+    for subfolder, directory in candidate.directories.items():
+        shutil.copytree(directory, target / subfolder, dirs_exist_ok=True)
+    check_files(target, candidate.files, f"validate's record of {candidate.key}")
+    entry = {
+        "component": candidate.component,
+        "variant": candidate.variant,
+        "graph_kind": candidate.graph_kind,
+        "path": f"{candidate.component}/{candidate.variant}",
+        "io": graph_signature(target / candidate.graph),
+        "files": records_as_dicts(candidate.files),
+        "metrics": {
+            "parity": candidate.parity,
+            "benchmark": candidate.benchmark,
+            "headline": headline(candidate.parity, candidate.benchmark, True, []),
+        },
+        "source": context["sources"].get(candidate.component),
+    }
+    if candidate.graph:
+        entry["pair"] = {role: role for role in candidate.directories}
+    card = target / MODEL_CARD
+    card.write_text(model_card(entry, entry["metrics"]["headline"]))
+    entry["files"].append(
+        {"name": MODEL_CARD, "bytes": card.stat().st_size, "sha256": sha256_file(card)}
+    )
+    # The artifact describes itself: a copy fetched alone is verified from this file.
+    write_json(
+        target / MANIFEST_FILENAME,
+        {"manifest_version": MANIFEST_VERSION, "artifact": entry, **context["common"]},
+    )
+    return entry
+
+
+def publish(
+    candidates: list[Candidate],
+    gates: dict[str, Gate],
+    out_root: Path,
+    sources: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Copy the candidates that pass their gates under ``out_root`` and write the manifest.
+
+    Everything is written into a temporary sibling of ``out_root`` that then replaces it:
+    a loader never meets a half-finished publish, and a failed one leaves the last good
+    set in place.
+    """
+    context = {
+        "sources": sources,
+        "common": {"toolchain": toolchain_versions(), "params": params},
+    }
+    artifacts: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    with atomic_directory(Path(out_root)) as tmp:
+        for candidate in candidates:
+            if not judge(candidate, gates):
+                log.warning("not publishing %s: %s", candidate.key, "; ".join(candidate.reasons))
+                rejected.append(
+                    {
+                        "component": candidate.component,
+                        "variant": candidate.variant,
+                        "reasons": candidate.reasons,
+                        "refused_by": candidate.refused_by,
+                    }
+                )
+                continue
+            target = tmp / candidate.component / candidate.variant
+            artifacts.append(publish_one(candidate, target, context))
+            log.info("published %s", candidate.key)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "artifacts": artifacts,
+            "rejected": rejected,
+            **context["common"],
+        }
+        write_json(tmp / MANIFEST_FILENAME, manifest)
+    return manifest
+
+
+def recorded_files(records: Any, where: str) -> list[FileRecord]:
+    """The file records a stage kept of what it checked or timed."""
+    try:
+        return [FileRecord.from_dict(raw) for raw in records]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CustodyError(
+            f"{where} records no file hashes ({err!r}): re-run that stage, so that publish "
+            "knows which bytes were vetted"
+        ) from None
+
+
+def check_same_bytes(validated: list[FileRecord], timed: list[FileRecord], key: str) -> None:
+    """Benchmark figures must describe the bytes validate checked."""
+    timed_by_name = {record.name: record for record in timed}
+    for record in validated:
+        other = timed_by_name.get(record.name)
+        if other != record:
+            theirs = other.sha256 if other else "no such file"
+            raise CustodyError(
+                f"{key}/{record.name}: benchmark timed sha256 {theirs}, validate checked "
+                f"{record.sha256}: the figures describe different bytes; re-run `dvc repro`"
+            )
+    if len(timed) != len(validated):
+        raise CustodyError(f"{key}: benchmark timed other files than validate checked")
+
+
+def collect_candidates(
+    params: Params, variants_root: Path, validation_file: Path, benchmark_root: Path
+) -> list[Candidate]:
+    """Every built variant with its parity (validate's metrics), benchmark figures and the
+    file hashes validate recorded."""
+    validation = read_json_object(validation_file)
+    candidates = []
+    for name in params.components:
+        component = get_component(name)
+        benchmark_file = Path(benchmark_root) / f"{name}.json"
+        benchmark = read_json_object(benchmark_file)
+        for variant in component.variants(params):
+            key = f"{name}-{variant}"
+            try:
+                parity = validation[name]["variants"][variant]
+                files = recorded_files(validation[name]["files"][variant], f"{validation_file}")
+                figures = benchmark[variant]
+            except KeyError as err:
+                raise CustodyError(
+                    f"{key}: {validation_file} or {benchmark_file} has no entry {err}: "
+                    "re-run validate"
+                ) from None
+            check_same_bytes(files, recorded_files(figures.get("files"), f"{benchmark_file}"), key)
+            if variant == HYBRID:
+                pair = {
+                    "prefill": params.talker_kv.hybrid_prefill,
+                    DECODE: params.talker_kv.hybrid_decode,
+                }
+                directories = {
+                    role: variant_dir(variants_root, name, v) for role, v in pair.items()
+                }
+            else:
+                directories = {"": variant_dir(variants_root, name, variant)}
+            candidates.append(
+                Candidate(
+                    component=name,
+                    variant=variant,
+                    directories=directories,
+                    graph_kind=component.graph_kind,
+                    parity=parity,
+                    benchmark=figures,
+                    files=files,
+                )
+            )
+    return candidates
+
+
+def fastest(manifest: dict[str, Any]) -> dict[str, str]:
+    """The published KV talker variant that is fastest at each job a voice pipeline does."""
+    jobs = {"prefill": "prefill_p50_ms", "decode": "decode_p50_ms", "utterance": "utterance_s"}
+    out = {}
+    for job, key in jobs.items():
+        timed = [
+            (a["metrics"]["benchmark"][key], f"{a['component']}/{a['variant']}")
+            for a in manifest["artifacts"]
+            if key in a["metrics"]["benchmark"]
+        ]
+        if timed:
+            out[job] = min(timed)[1]
+    return out
+
+
+def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What publish reports: what shipped, what was held back and why, what is fastest."""
+    return {
+        "published": sorted(f"{a['component']}/{a['variant']}" for a in manifest["artifacts"]),
+        "rejected": {
+            f"{r['component']}/{r['variant']}": r["reasons"] for r in manifest["rejected"]
+        },
+        "fastest": fastest(manifest),
+    }
+
+
+def headlines(candidates: list[Candidate]) -> dict[str, dict[str, Any]]:
+    """``{component-variant: headline}`` of every candidate, published or not."""
+    return {c.key: headline(c.parity, c.benchmark, not c.reasons, c.refused_by) for c in candidates}
+
+
+def publish_pipeline(
+    params: Params,
+    variants_root: Path,
+    exports_root: Path,
+    validation_file: Path,
+    benchmark_root: Path,
+    out_root: Path,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The publish stage: gate every candidate, publish; the summary and the headlines."""
+    candidates = collect_candidates(params, variants_root, validation_file, benchmark_root)
+    sources = {
+        name: read_json_object(Path(exports_root) / name / SOURCE_FILENAME)
+        for name in params.components
+    }
+    manifest = publish(candidates, params.publish.gates, out_root, sources, params.as_dict())
+    return summary(manifest), headlines(candidates)

@@ -1,0 +1,131 @@
+"""A model card for each published artifact, in the Hugging Face convention.
+
+YAML front matter (``library_name``, ``tags``, ``base_model`` when built from a hub
+checkpoint), then what the artifact is, its files with their hashes, its inputs and outputs,
+the figures that vetted it, and how to load it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from omniforge.publish.headline import HEADLINE_KEYS
+
+FILENAME = "README.md"
+
+WHAT = {
+    "talker": "the Qwen2.5-Omni talker as one full-sequence graph: thinker hidden states in, "
+    "codec logits out",
+    "talker_kv": "the Qwen2.5-Omni talker with its KV cache, as the dynamo exporter writes it: "
+    "one graph for the prompt and for each decode step, codec embedding inside",
+    "talker_fused": "the Qwen2.5-Omni talker with its KV cache, written as onnxruntime's fused "
+    "CPU ops (GroupQueryAttention with a shared past/present buffer, RotaryEmbedding, "
+    "SkipSimplifiedLayerNormalization, packed q/k/v and gate/up matmuls)",
+    "projection": "the Qwen2.5-Omni audio projection (ln_post, stride-2 average pooling, proj): "
+    "audio-encoder states in, thinker-space embeddings out",
+}
+
+VARIANTS = {
+    "fp32": "float32 weights",
+    "int8": "int8 weights per column, activations quantized at run time (DynamicQuantizeMatMul)",
+    "int4": "4-bit weight blocks (MatMulNBits), int8 activations (accuracy level 4)",
+    "int4-exact": "4-bit weight blocks (MatMulNBits), float activations (accuracy level 1)",
+    "hybrid": "a pair: the int8 graph runs the prompt, the int4 graph each code, over one cache",
+}
+
+
+def _front_matter(entry: dict[str, Any]) -> str:
+    source = entry.get("source") or {}
+    matter: dict[str, Any] = {
+        "library_name": "onnx",
+        "tags": [
+            "onnx",
+            "onnxruntime",
+            "qwen2.5-omni",
+            entry["component"],
+            entry["variant"],
+            entry["graph_kind"],
+            "omniforge",
+        ],
+    }
+    if source.get("hub_id"):
+        matter["base_model"] = source["hub_id"]
+    return "---\n" + yaml.safe_dump(matter, sort_keys=False) + "---\n"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _source_line(source: dict[str, Any] | None) -> str:
+    if not source:
+        return "unknown"
+    if source.get("kind") == "synthetic":
+        return (
+            f"synthetic weights (preset `{source.get('preset')}`, seed {source.get('seed')}): "
+            "the real architecture, for measuring, not for speech"
+        )
+    where = source.get("hub_id") or source.get("path")
+    return f"checkpoint `{where}` (revision {source.get('revision') or 'as found'})"
+
+
+def model_card(entry: dict[str, Any], headline: dict[str, Any]) -> str:
+    """The README.md of one published artifact (``entry`` as the manifest lists it)."""
+    component, variant = entry["component"], entry["variant"]
+    files = [[f"`{f['name']}`", f["bytes"], f"`{f['sha256']}`"] for f in entry["files"]]
+    io = [
+        [kind[:-1], f"`{value['name']}`", value["dtype"], value["shape"]]
+        for kind in ("inputs", "outputs")
+        for value in entry["io"][kind]
+    ]
+    vetting = [[key, headline[key]] for key in HEADLINE_KEYS if key in headline]
+    if entry["graph_kind"] == "kv-cache":
+        loader = (
+            "from omniforge.runtime import generate_codes, load_talker\n\n"
+            f'talker = load_talker("{variant}", threads=2)  # this folder, hashes verified\n'
+            "codes = generate_codes(talker, prompt_embeds, reply_embeds).audio_codes()\n"
+        )
+    else:
+        loader = (
+            "from omniforge.runtime import load_session\n\n"
+            f'session = load_session("{variant}", threads=2)  # this folder, hashes verified\n'
+        )
+    return "\n".join(
+        [
+            _front_matter(entry),
+            f"# {component} · {variant}",
+            "",
+            f"{WHAT.get(component, component)}; {VARIANTS.get(variant, variant)}.",
+            f"Built by omniforge from {_source_line(entry.get('source'))}.",
+            "",
+            "## Files",
+            "",
+            "The size of a model is the size of all its files: the graph and its external data.",
+            "",
+            _table(["file", "bytes", "sha256"], files),
+            "",
+            "## Inputs and outputs",
+            "",
+            _table(["", "name", "dtype", "shape"], io),
+            "",
+            "## How it was vetted",
+            "",
+            "Against PyTorch on the same inputs (validate) and timed beside it (benchmark); "
+            "the full figures are in `manifest.json`.",
+            "",
+            _table(["figure", "value"], vetting),
+            "",
+            "## How to load",
+            "",
+            "```python",
+            loader.rstrip(),
+            "```",
+            "",
+            "or check it first with `omniforge verify .` (every file against its sha256).",
+            "",
+        ]
+    )

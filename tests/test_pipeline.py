@@ -32,8 +32,9 @@ def test_repro_publishes_artifacts_matching_the_manifest(project: Path) -> None:
             path = published / artifact["path"] / record["name"]
             assert sha256_file(path) == record["sha256"]
             assert path.stat().st_size == record["bytes"]
+        model_files = [f for f in artifact["files"] if f["name"] != "README.md"]
         assert artifact["metrics"]["benchmark"]["size"]["total_bytes"] == sum(
-            f["bytes"] for f in artifact["files"]
+            f["bytes"] for f in model_files
         )
     assert all(a["source"]["preset"] == "tiny" for a in manifest["artifacts"])
     assert verify_all(published)
@@ -87,8 +88,48 @@ def test_changing_a_quantize_param_reruns_only_what_it_affects(project: Path) ->
     )
     name = re.search(r"Ran experiment\(s\): (\S+)", result.stdout + result.stderr)
     assert name, result.stdout
-    diff = run(["dvc", "metrics", "diff", "HEAD", name.group(1)], project).stdout
-    assert "int4" in diff
+    diff = run(["dvc", "metrics", "diff", "HEAD", name.group(1), "--json"], project).stdout
+    changed = {
+        (Path(path).stem, metric)
+        for path, metrics in json.loads(diff).items()
+        for metric, values in metrics.items()
+        if values.get("diff") != 0
+    }
+    # The int4 graphs (and the hybrid pairs that decode with them) changed: their size.
+    assert ("talker_kv-int4", "size_mb") in changed
+    assert ("talker_fused-hybrid", "size_mb") in changed
+    # Anything else that changed is a timing: bytes and parity of the rest are untouched.
+    timings = {
+        "load_s",
+        "latency_ms",
+        "prefill_ms",
+        "first_code_ms",
+        "speedup_vs_torch",
+        "speedup_vs_baseline",
+        "real_time_factor",
+    }
+    for candidate, metric in changed:
+        assert "int4" in candidate or "hybrid" in candidate or metric in timings, (
+            candidate,
+            metric,
+        )
+
+
+def test_metrics_show_prints_a_row_per_candidate_and_a_dozen_columns(project: Path) -> None:
+    table = run(["dvc", "metrics", "show", "--md"], project).stdout.strip().splitlines()
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header[0] == "Path" and 10 <= len(header) - 1 <= 14, header
+    rows = [line for line in table[2:] if line.startswith("|")]
+    assert len(rows) == 4 * 4 + 2  # 4 components x 4 variants, + a hybrid per KV talker
+
+
+def test_plots_are_images_that_render_offline(project: Path) -> None:
+    run(["dvc", "plots", "show", "--out", "plots-page"], project)
+    page = (project / "plots-page" / "index.html").read_text()
+    assert "<img" in page and "cdn" not in page.lower() and "vega" not in page.lower()
+    for name in ("talker_kv", "talker_fused", "projection"):
+        image = project / "metrics" / "plots" / f"{name}_latency.png"
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ graph never loads its weights.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,17 @@ def judge_chain(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
             projection.problems.append(
                 f"output width {projection.output_width} is read by no talker here"
             )
+
+
+def io_summary(values: list[dict[str, Any]]) -> list[str]:
+    """Graph inputs or outputs, one line each, per-layer ones folded: ``past_key_values.*.key
+    [batch, 4, past, 128] x24``."""
+    folded: dict[tuple[str, str], int] = {}
+    for value in values:
+        name = re.sub(r"\.\d+\.", ".*.", value["name"])
+        shape = "[" + ", ".join(str(d) for d in value["shape"]) + "]"
+        folded[(name, shape)] = folded.get((name, shape), 0) + 1
+    return [f"{name} {shape}" + (f" ×{n}" if n > 1 else "") for (name, shape), n in folded.items()]
 
 
 def inventory(root: Path, token2wav_num_embeds: int = TOKEN2WAV_NUM_EMBEDS) -> list[ModelReport]:

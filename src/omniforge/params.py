@@ -352,8 +352,11 @@ def _format_error(err: ValidationError, source: str) -> str:
         key = _key(item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
-        else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        got = repr(item.get("input"))
+        # The value is worth repeating when it is short: a key's, not a whole section's.
+        lines.append(f"  {key}: {message}" + (f" (got {got})" if len(got) <= 80 else ""))
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 Everything else (per shape, per cache length, per step) stays in metrics/validate.json and
 metrics/benchmark/, for plots and for digging. Timings and ratios keep two significant
 digits: run-to-run noise on a shared machine is 5-10 %, and a diff should show changes that
-mean something. Figures that are exact (size, parity on one thread) keep more.
+mean something. Figures that are exact (size: four digits; parity on one thread) keep more.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def headline(
     cosine = parity.get("cosine", parity.get("generation_forced_min_cosine"))
     top1 = parity.get("top1_agreement", parity.get("generation_forced_top1_agreement"))
     figures = {
-        "size_mb": round(size / 1e6, 1) if size is not None else None,
+        "size_mb": significant(size / 1e6, 4) if size is not None else None,
         "load_s": significant(benchmark.get("load_s")),
         "latency_ms": significant(latency),
         "prefill_ms": significant(benchmark.get("prefill_p50_ms")),

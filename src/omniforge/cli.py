@@ -1,0 +1,241 @@
+"""The ``omniforge`` command line: look at models, verify them, read the figures, release.
+
+omniforge inventory DIR       every .onnx under DIR: true size, data files, I/O, pipeline link
+omniforge verify DIR          a published set or one artifact folder, against its hashes
+omniforge show [DIR]          the headline figures of the published variants
+omniforge compare A B         two published variants side by side, with ratios
+omniforge release             declare, version-tag and push the published artifacts
+omniforge clean               remove temporaries left by killed runs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from omniforge.artifacts import read_json_object
+from omniforge.errors import OmniforgeError
+from omniforge.publish.headline import HEADLINE_KEYS, headline
+from omniforge.runtime.manifest import (
+    MANIFEST_FILENAME,
+    find_artifact,
+    load_manifest,
+    locate,
+    verify_all,
+)
+
+app = typer.Typer(
+    help="Vetted ONNX artifacts of the Qwen2.5-Omni speech pipeline: inspect, verify, release.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+# Wide enough for the inventory's five columns when output is piped (rich defaults to 80).
+console = Console(width=max(Console().width, 140))
+PUBLISHED = Path("models/published")
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[red]error:[/red] {err}")
+    raise typer.Exit(code=1)
+
+
+def _megabytes(value: int | None) -> str:
+    """Bytes for a person: B, kB, MB or GB (decimal units, as `ls -h --si`)."""
+    if value is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value} B"
+
+
+@app.command()
+def inventory(
+    directory: Annotated[Path, typer.Argument(help="folder to search for .onnx files")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    token2wav_num_embeds: Annotated[
+        int, typer.Option(help="codes Token2Wav takes (its num_embeds)")
+    ] = 8193,
+) -> None:
+    """Every ONNX model under DIRECTORY with its true size (graph + external data), the
+    data files it needs and whether they are there and whole, its inputs and outputs, and
+    which link of the voice pipeline it can fill (projection → talker → Token2Wav)."""
+    from omniforge.inventory import inventory as take_inventory
+
+    if not directory.is_dir():
+        _fail(OmniforgeError(f"{directory}: not a folder"))
+    reports = take_inventory(directory, token2wav_num_embeds)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        console.print(inventory_table(directory, reports))
+    if any(not r.ok for r in reports):
+        raise typer.Exit(code=1)
+
+
+def inventory_table(directory: Path, reports: list[Any]) -> Table:
+    from omniforge.inventory import io_summary
+
+    table = Table(title=f"ONNX models under {directory}", show_lines=True)
+    table.add_column("model", overflow="fold")
+    table.add_column("size with data", justify="right")
+    table.add_column("files")
+    table.add_column("inputs → outputs", overflow="fold")
+    table.add_column("fills")
+    for report in reports:
+        files = [f"graph {_megabytes(report.graph_bytes)}"]
+        for data in report.external:
+            if data.bytes_on_disk is None:
+                state = "[red]missing[/red]"
+            elif not data.complete:
+                state = f"[red]truncated ({_megabytes(data.bytes_on_disk)} of "
+                state += f"{_megabytes(data.needed_bytes)})[/red]"
+            else:
+                state = _megabytes(data.bytes_on_disk)
+            files.append(f"{data.location}: {state}")
+        io = escape("\n".join([*io_summary(report.inputs), "→", *io_summary(report.outputs)]))
+        link = escape("\n".join([report.role, *report.fits]))
+        if report.problems:
+            link += "\n" + "\n".join(f"[red]✗ {escape(p)}[/red]" for p in report.problems)
+        table.add_row(report.path, _megabytes(report.total_bytes), "\n".join(files), io, link)
+    return table
+
+
+@app.command()
+def verify(
+    directory: Annotated[Path, typer.Argument(help="a published set, or one artifact folder")],
+) -> None:
+    """Check every file against the sha256 its manifest records; exit 1 on any difference."""
+    try:
+        manifest = read_json_object(directory / MANIFEST_FILENAME)
+        if "artifact" in manifest:
+            _, entry = locate(directory)
+            checked = [f"{entry['component']}/{entry['variant']}"]
+        else:
+            checked = verify_all(directory)
+    except OmniforgeError as err:
+        _fail(err)
+    for name in checked:
+        console.print(f"[green]✓[/green] {name}")
+    console.print(f"{len(checked)} artifact(s) verified in {directory}")
+
+
+def _rows(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    manifest = load_manifest(directory)
+    rows = [
+        (f"{a['component']}/{a['variant']}", a["metrics"].get("headline", {}))
+        for a in manifest["artifacts"]
+    ]
+    rows += [
+        (
+            f"{r['component']}/{r['variant']}",
+            {"published": False, "refused_by": ", ".join(r.get("refused_by", []))},
+        )
+        for r in manifest["rejected"]
+    ]
+    return sorted(rows)
+
+
+@app.command()
+def show(
+    directory: Annotated[Path, typer.Argument(help="a published set")] = PUBLISHED,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The headline figures of every published variant (and what was refused), one row each."""
+    try:
+        rows = _rows(directory)
+    except OmniforgeError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps(dict(rows), indent=2))
+        return
+    table = Table(title=f"published in {directory}")
+    table.add_column("artifact")
+    keys = [k for k in HEADLINE_KEYS if any(k in figures for _, figures in rows)]
+    for key in keys:
+        table.add_column(key.replace("_", " "), justify="right")
+    for name, figures in rows:
+        table.add_row(name, *(str(figures.get(key, "-")) for key in keys))
+    console.print(table)
+    summary = Path("metrics/publish.json")
+    if directory == PUBLISHED and summary.is_file():
+        fastest = json.loads(summary.read_text()).get("fastest", {})
+        for job, name in fastest.items():
+            console.print(f"fastest {job}: [bold]{name}[/bold]")
+
+
+@app.command()
+def compare(
+    first: Annotated[str, typer.Argument(help="component/variant, e.g. talker_kv/int4")],
+    second: Annotated[str, typer.Argument(help="component/variant, e.g. talker_fused/int4")],
+    directory: Annotated[Path, typer.Option(help="the published set")] = PUBLISHED,
+) -> None:
+    """Two published variants side by side: each headline figure and their ratio."""
+    try:
+        manifest = load_manifest(directory)
+        entries = [find_artifact(manifest, *name.split("/", 1)) for name in (first, second)]
+    except (OmniforgeError, TypeError) as err:
+        _fail(err)
+    figures = [
+        headline(e["metrics"]["parity"], e["metrics"]["benchmark"], True, []) for e in entries
+    ]
+    table = Table(title=f"{first} vs {second}")
+    for column in ("figure", first, second, f"{first} ÷ {second}"):
+        table.add_column(column, justify="right")
+    for key in HEADLINE_KEYS:
+        a, b = figures[0].get(key), figures[1].get(key)
+        if a is None and b is None:
+            continue
+        ratio = "-"
+        if (
+            isinstance(a, int | float)
+            and isinstance(b, int | float)
+            and b
+            and not isinstance(a, bool)
+        ):
+            ratio = f"{a / b:.2f}×"
+        table.add_row(
+            key, str(a if a is not None else "-"), str(b if b is not None else "-"), ratio
+        )
+    console.print(table)
+
+
+@app.command()
+def release(
+    bump: Annotated[str, typer.Option(help="version part to bump for changed artifacts")] = "minor",
+    push: Annotated[bool, typer.Option(help="push the outputs to the default DVC remote")] = True,
+) -> None:
+    """Declare the published artifacts in dvc.yaml, tag new versions, push to the remote."""
+    from omniforge.release import release as run_release
+
+    try:
+        releases = run_release(Path(), bump, push)
+    except OmniforgeError as err:
+        _fail(err)
+    for item in releases:
+        state = f"[green]{item.version}[/green]" if item.version else "unchanged"
+        console.print(f"{item.name}: {state}")
+    console.print("share them: `git push --follow-tags` (and `dvc push` to a team remote)")
+
+
+@app.command()
+def clean() -> None:
+    """Remove temporaries (``.<name>.tmp-<pid>-*``) of runs that were killed."""
+    from omniforge.workspace import sweep_stale_temporaries
+
+    removed = sweep_stale_temporaries()
+    for path in removed:
+        console.print(f"removed {path}")
+    console.print(f"{len(removed)} temporaries removed")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    app()

@@ -24,8 +24,11 @@ def released(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     project = copy_project(tiny_project, root / "project")
     run(["dvc", "remote", "modify", "local", "url", str(root / "remote")], project)
     run(["git", "commit", "-qam", "its own remote"], project)
+    manifest = json.loads((project / "models/published/manifest.json").read_text())
+    published = {f"{a['component']}-{a['variant']}" for a in manifest["artifacts"]}
+    assert {"talker_fused-int4", "talker_fused-hybrid"} <= published, manifest["rejected"]
     result = run([OMNIFORGE, "release"], project)
-    assert "talker_fused-int4: v0.1.0" in result.stdout
+    assert "talker_fused-int4: v0.1.0" in result.stdout.splitlines()
     return project
 
 

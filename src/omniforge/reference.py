@@ -21,7 +21,6 @@ from omniforge.runtime.generation import (
     decode_loop,
     teacher_forced_logits,
 )
-from omniforge.talker_io import mrope_positions
 
 
 def torch_stepper(talker: nn.Module) -> StepFn:
@@ -30,14 +29,13 @@ def torch_stepper(talker: nn.Module) -> StepFn:
 
     cache = DynamicCache(config=talker.config)
 
-    def step(embeds: np.ndarray, codec_ids: np.ndarray, start: int) -> np.ndarray:
-        batch, seq = codec_ids.shape
+    def step(embeds: np.ndarray, codec_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             logits = talker_step(
                 talker,
                 torch.from_numpy(embeds),
                 torch.from_numpy(np.asarray(codec_ids)),
-                torch.from_numpy(mrope_positions(batch, seq, start)),
+                torch.from_numpy(np.ascontiguousarray(positions)),
                 cache,
             )
         return logits.float().numpy()
@@ -52,23 +50,31 @@ def torch_generate_codes(
     config: GenerationConfig | None = None,
     *,
     return_logits: bool = False,
+    prompt_positions: np.ndarray | None = None,
 ) -> GenerationResult:
     """Codec generation with a transformers ``Qwen2_5OmniTalkerForConditionalGeneration``."""
     config = config or GenerationConfig()
     prompt, reply = check_generation_inputs(
         prompt_embeds, reply_embeds, talker.config.embedding_size
     )
+    vocab = talker.config.vocab_size
+    step = torch_stepper(talker)
     return decode_loop(
-        torch_stepper(talker), prompt, reply, 0, config, talker.config.vocab_size, return_logits
+        step, prompt, reply, 0, config, vocab, return_logits, prompt_positions=prompt_positions
     )
 
 
 def torch_score_codes(
-    talker: nn.Module, prompt_embeds: np.ndarray, reply_embeds: np.ndarray, codes: Any
+    talker: nn.Module,
+    prompt_embeds: np.ndarray,
+    reply_embeds: np.ndarray,
+    codes: Any,
+    prompt_positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """Teacher-forced logits [batch, steps, vocab] of ``codes`` with the transformers talker."""
     prompt, reply = check_generation_inputs(
         prompt_embeds, reply_embeds, talker.config.embedding_size
     )
     vocab = talker.config.vocab_size
-    return teacher_forced_logits(torch_stepper(talker), prompt, reply, codes, vocab)
+    step = torch_stepper(talker)
+    return teacher_forced_logits(step, prompt, reply, codes, vocab, prompt_positions)

@@ -166,8 +166,9 @@ def scripted(favourites: list[list[int]]) -> tuple:
     """A fake model whose call ``k`` puts the highest logit on ``favourites[k][row]``."""
     calls: list[tuple[np.ndarray, int]] = []
 
-    def step(embeds: np.ndarray, codec_ids: np.ndarray, start: int) -> np.ndarray:
-        calls.append((codec_ids.copy(), start))
+    def step(embeds: np.ndarray, codec_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        # The first position of the call (three equal rows here).
+        calls.append((codec_ids.copy(), int(positions[0, 0, 0])))
         batch, seq = codec_ids.shape
         logits = np.zeros((batch, seq, VOCAB), dtype=np.float32)
         for row, code in enumerate(favourites[min(len(calls) - 1, len(favourites) - 1)]):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import numpy as np
 import pytest
 
 from omniforge.params import TalkerKVParams
@@ -17,16 +16,20 @@ def check(tiny_source: SyntheticSource) -> GenerationCheck:
     return GenerationCheck(tiny_source, settings, tiny_source.token2wav_metadata(), seed=1234)
 
 
+@pytest.mark.parametrize("component", ["talker_kv", "talker_fused"])
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
 def test_generation_through_each_variant(
-    kv_variants: dict[str, Path], check: GenerationCheck, variant: str
+    tiny_variants: dict, check: GenerationCheck, component: str, variant: str
 ) -> None:
-    figures = check.check(variant, kv_variants[variant])
+    figures = check.check(variant, tiny_variants[component][variant])
     assert figures["generation_steps"] == 32
     assert figures["generation_token2wav_contract_ok"] is True
     assert len(figures["generation_logits_max_abs_error_per_step"]) == 32
     if variant == "fp32":
+        # Greedy codes equal PyTorch's with equal and with unequal (video) position rows.
         assert figures["generation_first_divergence_step"] == -1
+        assert figures["generation_mrope_first_divergence_step"] == -1
+        assert figures["generation_mrope_forced_min_cosine"] > 0.99999
         assert figures["generation_equal_code_share"] == 1.0
         assert figures["generation_forced_top1_agreement"] == 1.0
         assert figures["generation_logits_max_abs_error"] < 1e-3
@@ -36,11 +39,26 @@ def test_generation_through_each_variant(
 
 
 def test_first_divergence() -> None:
-    import numpy as np
-
     same = np.array([[1, 2, 3], [4, 5, 6]])
     assert first_divergence(same, same.copy()) == -1
     other = same.copy()
     other[1, 2] = 9
     assert first_divergence(same, other) == 2
     assert first_divergence(same, same[:, :2]) == 2
+
+
+def test_a_hybrid_pair_is_checked_as_one_talker(
+    tiny_variants: dict, check: GenerationCheck
+) -> None:
+    variants = tiny_variants["talker_fused"]
+    figures = check.check_pair("hybrid", variants["int8"], variants["int4"])
+    assert figures["generation_steps"] == 32
+    assert figures["generation_forced_min_cosine"] > 0.9
+
+
+def test_video_positions_differ_per_row_and_fit_the_prompt() -> None:
+    from omniforge.validate.generation import video_positions
+
+    rows = video_positions(2, 16)
+    assert rows.shape == (3, 2, 16)
+    assert not np.array_equal(rows[0], rows[1]) and not np.array_equal(rows[1], rows[2])

@@ -47,17 +47,21 @@ def refusals(
             sign = ">=" if at_least else "<="
             out.append(Refusal(field, f"{key} {value:.6g} fails the gate ({sign} {bound:g})"))
     if gate.min_steps_before_divergence is not None and "generation_steps" in parity:
-        first = parity["generation_first_divergence_step"]
-        equal_steps = parity["generation_steps"] if first < 0 else first
-        if equal_steps < gate.min_steps_before_divergence:
-            out.append(
-                Refusal(
-                    "min_steps_before_divergence",
-                    f"greedy codes equal PyTorch's for {equal_steps} of "
-                    f"{parity['generation_steps']} steps, the gate asks "
-                    f"{gate.min_steps_before_divergence}",
+        # Equal position rows (audio, text) and unequal ones (images, video) alike.
+        for prefix, rows in (("generation_", "equal"), ("generation_mrope_", "unequal")):
+            first = parity.get(f"{prefix}first_divergence_step")
+            if first is None:
+                continue
+            equal_steps = parity["generation_steps"] if first < 0 else first
+            if equal_steps < gate.min_steps_before_divergence:
+                out.append(
+                    Refusal(
+                        "min_steps_before_divergence",
+                        f"greedy codes ({rows} mrope rows) equal PyTorch's for {equal_steps} of "
+                        f"{parity['generation_steps']} steps, the gate asks "
+                        f"{gate.min_steps_before_divergence}",
+                    )
                 )
-            )
     if gate.max_p50_ms is not None:
         p50 = benchmark.get("largest_case_p50_ms", benchmark.get("decode_p50_ms"))
         if p50 is None:

@@ -35,11 +35,12 @@ from omniforge.talker_io import (
     CODEC_MASK_ID,
     CODEC_PAD_ID,
     NO_CODEC,
+    mrope_positions,
     prompt_codec_ids,
 )
 
-# One model call: (embeds [B,S,E], codec_ids [B,S], first position) -> logits [B,S,V].
-StepFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+# One model call: (embeds [B,S,E], codec_ids [B,S], mrope positions [3,B,S]) -> logits [B,S,V].
+StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,26 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def prompt_positions_or_default(
+    positions: Any, batch: int, length: int, start: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt's mrope positions [3, batch, T] and where each row's codes continue.
+
+    By default the three rows are equal, ``start .. start+T-1`` (audio and text). Given
+    positions (the thinker's, when it saw images or video: the rows differ), the codes go on
+    after the largest one, the same on all three rows, as transformers' ``rope_deltas`` do.
+    """
+    if positions is None:
+        return mrope_positions(batch, length, start), np.full(batch, start + length)
+    positions = np.asarray(positions)
+    if positions.shape != (3, batch, length) or not np.issubdtype(positions.dtype, np.integer):
+        raise ValueError(
+            f"prompt_positions must be integers [3, batch={batch}, length={length}], "
+            f"got {positions.dtype} {positions.shape}"
+        )
+    return positions.astype(np.int64), positions.max(axis=(0, 2)) + 1
+
+
 def decode_loop(
     step: StepFn,
     prompt: np.ndarray,
@@ -228,9 +249,11 @@ def decode_loop(
     vocab: int,
     return_logits: bool,
     forced: np.ndarray | None = None,
+    prompt_positions: Any = None,
 ) -> GenerationResult:
     """Prefill, then one call per code. With ``forced`` codes, feed those (teacher forcing)."""
     batch, length, _ = prompt.shape
+    positions, next_position = prompt_positions_or_default(prompt_positions, batch, length, start)
     prefix = prompt_codec_ids(batch, length)
     # transformers' talker_input_ids: codec mask on the prompt, then pad, bos.
     history = np.where(prefix == NO_CODEC, CODEC_MASK_ID, prefix)
@@ -238,7 +261,7 @@ def decode_loop(
     steps = config.max_new_tokens if forced is None else forced.shape[1]
     stop_ids = np.asarray(config.stop_ids, dtype=np.int64)
 
-    logits = step(prompt, prefix, start)[:, -1]
+    logits = step(prompt, prefix, positions)[:, -1]
     codes: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     finished = np.zeros(batch, dtype=bool)
@@ -253,7 +276,10 @@ def decode_loop(
         if t == steps - 1 or (forced is None and finished.all()):
             break
         embeds = reply[:, min(t, reply.shape[1] - 1)][:, None, :]
-        logits = step(np.ascontiguousarray(embeds), chosen[:, None], start + length + t)[:, 0]
+        here = np.broadcast_to((next_position + t)[None, :, None], (3, batch, 1))
+        logits = step(np.ascontiguousarray(embeds), chosen[:, None], np.ascontiguousarray(here))[
+            :, 0
+        ]
 
     generated = np.stack(codes, axis=1)
     is_stop = np.isin(generated, stop_ids)
@@ -276,7 +302,12 @@ def check_codes(codes: Any, batch: int) -> np.ndarray:
 
 
 def teacher_forced_logits(
-    step: StepFn, prompt: np.ndarray, reply: np.ndarray, codes: Any, vocab: int
+    step: StepFn,
+    prompt: np.ndarray,
+    reply: np.ndarray,
+    codes: Any,
+    vocab: int,
+    prompt_positions: Any = None,
 ) -> np.ndarray:
     """Logits [batch, steps, vocab] of a given code sequence, fed back step by step.
 
@@ -285,6 +316,6 @@ def teacher_forced_logits(
     """
     forced = check_codes(codes, prompt.shape[0])
     config = GenerationConfig(max_new_tokens=forced.shape[1], stop_ids=())
-    result = decode_loop(step, prompt, reply, 0, config, vocab, True, forced=forced)
+    result = decode_loop(step, prompt, reply, 0, config, vocab, True, forced, prompt_positions)
     assert result.logits is not None
     return result.logits

@@ -275,21 +275,23 @@ class OnnxTalker:
         inputs_embeds: np.ndarray,
         codec_ids: np.ndarray,
         past: KVCache,
-        start: int | None = None,
+        positions: np.ndarray | None = None,
     ) -> tuple[np.ndarray, KVCache]:
-        """One call of the graph at positions ``start ..`` (default: right after the past).
+        """One call of the graph at mrope ``positions`` [3, batch, seq] (default: equal rows
+        right after the past).
 
         Returns the logits [batch, seq, vocab] and the cache after the call (a fused graph's
         is the same buffers, one call longer). Inputs are not checked here beyond what the
         caller did: ``generate`` checks them once.
         """
         batch, seq = codec_ids.shape
-        first = past.length if start is None else start
+        if positions is None:
+            positions = mrope_positions(batch, seq, past.length)
         inputs: dict[str, Any] = {
             # No-ops for the float32, contiguous arrays generate passes.
             "inputs_embeds": np.ascontiguousarray(inputs_embeds, np.float32),
             "codec_ids": np.ascontiguousarray(codec_ids, dtype=np.int64),
-            "position_ids": mrope_positions(batch, seq, first),
+            "position_ids": np.ascontiguousarray(positions, dtype=np.int64),
             **dict(zip(self._past_names, past.values, strict=True)),
         }
         session = self.session
@@ -322,8 +324,8 @@ class OnnxTalker:
     def _stepper(self, past: KVCache) -> StepFn:
         state = {"past": past}
 
-        def step(embeds: np.ndarray, codec_ids: np.ndarray, start: int) -> np.ndarray:
-            logits, state["past"] = self.forward(embeds, codec_ids, state["past"], start)
+        def step(embeds: np.ndarray, codec_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            logits, state["past"] = self.forward(embeds, codec_ids, state["past"], positions)
             return logits
 
         return step
@@ -354,23 +356,41 @@ class OnnxTalker:
         *,
         return_logits: bool = False,
         past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+        prompt_positions: np.ndarray | None = None,
     ) -> GenerationResult:
-        """Generate codec ids. ``past``: a cache the prompt continues (positions follow it)."""
+        """Generate codec ids. ``past``: a cache the prompt continues (positions follow it).
+
+        ``prompt_positions``: the prompt's mrope rows [3, batch, T] when they differ (the
+        thinker saw images or video); the codes then continue after the largest position.
+        """
         config = config or GenerationConfig()
         prompt, reply, cache = self._prepare(
             prompt_embeds, reply_embeds, past, config.max_new_tokens
         )
         return decode_loop(
-            self._stepper(cache), prompt, reply, cache.length, config, self.vocab, return_logits
+            self._stepper(cache),
+            prompt,
+            reply,
+            cache.length,
+            config,
+            self.vocab,
+            return_logits,
+            prompt_positions=prompt_positions,
         )
 
     def score(
-        self, prompt_embeds: np.ndarray, reply_embeds: np.ndarray, codes: np.ndarray
+        self,
+        prompt_embeds: np.ndarray,
+        reply_embeds: np.ndarray,
+        codes: np.ndarray,
+        prompt_positions: np.ndarray | None = None,
     ) -> np.ndarray:
         """Teacher-forced logits [batch, steps, vocab] of ``codes``: see teacher_forced_logits."""
         steps = int(np.asarray(codes).shape[-1]) if np.ndim(codes) == 2 else 0
         prompt, reply, cache = self._prepare(prompt_embeds, reply_embeds, None, steps)
-        return teacher_forced_logits(self._stepper(cache), prompt, reply, codes, self.vocab)
+        return teacher_forced_logits(
+            self._stepper(cache), prompt, reply, codes, self.vocab, prompt_positions
+        )
 
     def feeds(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``session.run`` feeds for one call on numpy arrays (past of its own length): a
@@ -425,6 +445,7 @@ def generate_codes(
     *,
     return_logits: bool = False,
     past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    prompt_positions: np.ndarray | None = None,
     threads: int | None = None,
 ) -> GenerationResult:
     """Generate codec ids through onnxruntime: a loaded ``OnnxTalker`` or an artifact directory.
@@ -436,6 +457,8 @@ def generate_codes(
         config: code choice and stopping; greedy with bos suppressed by default.
         return_logits: also return every step's raw logits [batch, steps, vocab].
         past: a cache the prompt continues, e.g. a precomputed shared prefix.
+        prompt_positions: the prompt's mrope rows [3, batch, T] when they differ (images,
+            video); by default three equal rows counting from the past's length.
         threads: onnxruntime intra-op threads when ``talker`` is a path.
 
     Raises:
@@ -445,5 +468,10 @@ def generate_codes(
     """
     runtime = talker if isinstance(talker, OnnxTalker) else OnnxTalker.load(talker, threads)
     return runtime.generate(
-        prompt_embeds, reply_embeds, config, return_logits=return_logits, past=past
+        prompt_embeds,
+        reply_embeds,
+        config,
+        return_logits=return_logits,
+        past=past,
+        prompt_positions=prompt_positions,
     )

@@ -89,6 +89,14 @@ def check_token2wav_codes(codes: np.ndarray, num_embeds: int, where: str) -> int
     return int(kept.size)
 
 
+def video_positions(batch: int, length: int) -> np.ndarray:
+    """Prompt positions [3, batch, length] with unequal rows, shaped like a thinker's after a
+    video: time advances in steps, height and width run over a grid."""
+    index = np.arange(length)
+    rows = np.stack([index // 4 * 2, index % 4 + index // 8, (index * 3) % (length + 1)])
+    return np.ascontiguousarray(np.broadcast_to(rows[:, None, :], (3, batch, length)))
+
+
 class GenerationCheck:
     """Greedy generation in PyTorch once, then through each variant's graph."""
 
@@ -114,11 +122,23 @@ class GenerationCheck:
         self.config = GenerationConfig(
             max_new_tokens=steps, min_new_tokens=steps, code_limit=self.num_embeds
         )
+        # The same prompt as after images or video: three unequal position rows.
+        self.video_positions = video_positions(settings.validate_batch, settings.prompt_length)
         started = time.perf_counter()
+        talker = source.talker()
         self.reference = torch_generate_codes(
-            source.talker(), self.prompt, self.reply, self.config, return_logits=True
+            talker, self.prompt, self.reply, self.config, return_logits=True
         )
-        log.info("torch generation: %d steps in %.1fs", steps, time.perf_counter() - started)
+        self.video_reference = torch_generate_codes(
+            talker,
+            self.prompt,
+            self.reply,
+            self.config,
+            return_logits=True,
+            prompt_positions=self.video_positions,
+        )
+        del talker
+        log.info("torch generation: 2 x %d steps in %.1fs", steps, time.perf_counter() - started)
         check_token2wav_codes(self.reference.codes, self.num_embeds, "PyTorch")
 
     def check(self, variant: str, directory: Path) -> dict[str, Any]:
@@ -149,6 +169,21 @@ class GenerationCheck:
             time.perf_counter() - started,
         )
         figures = compare_generation(self.reference, generated, forced)
+        # Again with the prompt's position rows unequal: mrope must hold for them too.
+        video = runtime.generate(
+            self.prompt, self.reply, self.config, prompt_positions=self.video_positions
+        )
+        video_forced = runtime.score(
+            self.prompt, self.reply, self.video_reference.codes, self.video_positions
+        )
+        unequal = compare_generation(self.video_reference, video, video_forced)
+        for key in (
+            "generation_first_divergence_step",
+            "generation_equal_code_share",
+            "generation_forced_min_cosine",
+            "generation_forced_top1_agreement",
+        ):
+            figures[key.replace("generation_", "generation_mrope_", 1)] = unequal[key]
         # Audio codes of this variant checked against Token2Wav's range (control ids stripped).
         figures["generation_codes_checked"] = check_token2wav_codes(
             generated.codes, self.num_embeds, where

@@ -104,6 +104,7 @@ def render_latency_png(path: Path, report: dict[str, Any], title: str) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
 
     rows, x = report["plot"], report["plot_x"]
     path = Path(path)
@@ -127,6 +128,10 @@ def render_latency_png(path: Path, report: dict[str, Any], title: str) -> None:
         )
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
+    # Plain numbers on the axes (8, 16, 1024; 2.5 ms), not powers.
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axes.set_xlabel(X_LABELS.get(x, x))
     decode = any(key.endswith(DECODE_SUFFIX) for row in rows for key in row)
     axes.set_ylabel("decode step P50 (ms)" if decode else "latency P50 (ms)")

@@ -127,6 +127,26 @@ class Component(ABC):
         ]
 
 
+class TalkerGraph(Component):
+    """What every talker graph shares: thinker states in, codec logits out, mrope positions."""
+
+    logits_output: ClassVar[str | None] = "logits"
+    consumes: ClassVar[dict[str, str]] = {"inputs_embeds": THINKER_HIDDEN}
+
+    def interface(self, configs: ModelConfigs) -> dict[str, int]:
+        return {
+            "inputs_embeds": configs.talker.embedding_size,
+            "logits": configs.talker.vocab_size,
+        }
+
+    def parity_cases(
+        self, configs: ModelConfigs, batch: int, length: int, seed: int
+    ) -> dict[str, Inputs]:
+        """The call, and the same call with three unequal mrope rows (images, video)."""
+        inputs = self.make_inputs(configs, batch, length, seed)
+        return {"": inputs, "unequal_mrope_rows": unequal_mrope_rows(inputs, seed)}
+
+
 def text_positions(batch: int, length: int, start: int = 0) -> np.ndarray:
     """mrope position ids [3, batch, length]: for audio/text-only input the three rows are equal."""
     return mrope_positions(batch, length, start)
@@ -162,6 +182,7 @@ __all__ = [
     "Component",
     "DynamicAxes",
     "Inputs",
+    "TalkerGraph",
     "seeded_normal",
     "talker_dims",
     "text_positions",

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from omniforge.components.base import (
-    THINKER_HIDDEN,
-    Component,
     DynamicAxes,
     Inputs,
+    TalkerGraph,
     seeded_normal,
     text_positions,
-    unequal_mrope_rows,
 )
 
 if TYPE_CHECKING:
@@ -37,11 +35,9 @@ class TalkerFullSequence(nn.Module):
         return out.logits
 
 
-class Talker(Component):
+class Talker(TalkerGraph):
     name = "talker"
     graph_kind = "full-sequence"
-    logits_output = "logits"
-    consumes: ClassVar[dict[str, str]] = {"inputs_embeds": THINKER_HIDDEN}
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
         return {
@@ -61,13 +57,3 @@ class Talker(Component):
             "inputs_embeds": seeded_normal(seed, (batch, length, hidden)),
             "position_ids": text_positions(batch, length),
         }
-
-    def parity_cases(
-        self, configs: ModelConfigs, batch: int, length: int, seed: int
-    ) -> dict[str, Inputs]:
-        """The call, and the same call with three unequal mrope rows (images, video)."""
-        inputs = self.make_inputs(configs, batch, length, seed)
-        return {"": inputs, "unequal_mrope_rows": unequal_mrope_rows(inputs, seed)}
-
-    def interface(self, configs: ModelConfigs) -> dict[str, int]:
-        return {"inputs_embeds": configs.talker.embedding_size, "logits": configs.talker.vocab_size}

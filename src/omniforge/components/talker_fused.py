@@ -12,21 +12,19 @@ for batch 1: a prompt that continues a cache is refused for larger batches by th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from omniforge.components.base import (
-    THINKER_HIDDEN,
     BenchmarkCase,
-    Component,
     DynamicAxes,
     Inputs,
     unequal_mrope_rows,
 )
-from omniforge.components.talker_kv import TalkerWithCache, step_inputs
+from omniforge.components.talker_kv import TalkerKV, TalkerWithCache, step_inputs
 from omniforge.talker_io import past_names, present_names
 
 if TYPE_CHECKING:
@@ -66,30 +64,21 @@ def with_lengths(inputs: Inputs) -> Inputs:
     }
 
 
-class TalkerFused(Component):
+class TalkerFused(TalkerKV):
     name = "talker_fused"
-    graph_kind = "kv-cache"
-    logits_output = "logits"
-    length_name = "past_sequence_length"
-    consumes: ClassVar[dict[str, str]] = {"inputs_embeds": THINKER_HIDDEN}
     exporter = "fuse"
     simplify = False
     baseline = "talker_kv"
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
-        axes: dict[str, DynamicAxes] = {
-            "inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-            "codec_ids": {0: "batch_size", 1: "sequence_length"},
-            "position_ids": {1: "batch_size", 2: "sequence_length"},
-            SEQLENS: {0: "batch_size"},
-            TOTAL_LENGTH: {},
-        }
-        for name in past_names(configs.talker.num_hidden_layers):
-            axes[name] = {0: "batch_size", 2: "past_sequence_length"}
-        return axes
+        """The plain graph's inputs with GroupQueryAttention's lengths before the past."""
+        plain = super().input_axes(configs)
+        fixed = {name: plain.pop(name) for name in self.fixed_inputs}
+        return {**fixed, SEQLENS: {0: "batch_size"}, TOTAL_LENGTH: {}, **plain}
 
     def output_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:
-        axes: dict[str, DynamicAxes] = {"logits": {0: "batch_size", 1: "sequence_length"}}
+        """The present is as long as the buffer bound to it: a dynamic dim of its own."""
+        axes = super().output_axes(configs)
         for name in present_names(configs.talker.num_hidden_layers):
             axes[name] = {0: "batch_size", 2: "present_sequence_length"}
         return axes
@@ -115,19 +104,12 @@ class TalkerFused(Component):
             "decode_unequal_mrope_rows": unequal_mrope_rows(decode, seed + 1),
         }
 
-    def interface(self, configs: ModelConfigs) -> dict[str, int]:
-        return {
-            "inputs_embeds": configs.talker.embedding_size,
-            "logits": configs.talker.vocab_size,
-        }
-
     def benchmark_cases(
         self, configs: ModelConfigs, batch: int, lengths: list[int], seed: int
     ) -> list[BenchmarkCase]:
-        return [
-            BenchmarkCase(f"past={n}", n, with_lengths(step_inputs(configs, batch, 1, n, seed + n)))
-            for n in lengths
-        ]
+        """One decode step after a cache of each length, with GQA's length inputs."""
+        plain = super().benchmark_cases(configs, batch, lengths, seed)
+        return [BenchmarkCase(c.label, c.length, with_lengths(c.inputs)) for c in plain]
 
     def torch_dynamic_shapes(self, configs: ModelConfigs) -> Any:
         raise NotImplementedError("talker_fused is written by the fuse pass, not traced")

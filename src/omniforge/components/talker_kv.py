@@ -32,13 +32,11 @@ from torch import nn
 
 from omniforge import talker_io
 from omniforge.components.base import (
-    THINKER_HIDDEN,
     BenchmarkCase,
-    Component,
     DynamicAxes,
     Inputs,
+    TalkerGraph,
     talker_dims,
-    unequal_mrope_rows,
 )
 from omniforge.talker_io import NO_CODEC, past_names, present_names
 
@@ -124,13 +122,11 @@ class TalkerWithCache(nn.Module):
         return tuple(flat)
 
 
-class TalkerKV(Component):
+class TalkerKV(TalkerGraph):
     """The talker with its KV cache: one graph serves the prefill (past 0) and decode steps."""
 
     name = "talker_kv"
     graph_kind = "kv-cache"
-    logits_output = "logits"
-    consumes: ClassVar[dict[str, str]] = {"inputs_embeds": THINKER_HIDDEN}
     # benchmark_cases are decode steps: the plot's x axis is the cache length.
     length_name = "past_sequence_length"
     fixed_inputs: ClassVar[tuple[str, ...]] = ("inputs_embeds", "codec_ids", "position_ids")
@@ -182,19 +178,6 @@ class TalkerKV(Component):
         inputs = step_inputs(configs, batch, length, length // 2 + 2, seed)
         inputs["codec_ids"][:, : length // 2] = NO_CODEC
         return inputs
-
-    def parity_cases(
-        self, configs: ModelConfigs, batch: int, length: int, seed: int
-    ) -> dict[str, Inputs]:
-        """The call, and the same call with three unequal mrope rows (images, video)."""
-        inputs = self.make_inputs(configs, batch, length, seed)
-        return {"": inputs, "unequal_mrope_rows": unequal_mrope_rows(inputs, seed)}
-
-    def interface(self, configs: ModelConfigs) -> dict[str, int]:
-        return {
-            "inputs_embeds": configs.talker.embedding_size,
-            "logits": configs.talker.vocab_size,
-        }
 
     def benchmark_cases(
         self, configs: ModelConfigs, batch: int, lengths: list[int], seed: int

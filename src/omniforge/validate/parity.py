@@ -57,7 +57,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray, is_logits: bool) -> di
 
 
 def worst_case(per_shape: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """The worst figure of each kind over every shape and output: what the gates act on."""
+    """The worst figure of each kind over every shape and output: what the gates act on.
+
+    Top-1 agreement is the exception (``pooled_top1``): a decode case has one position per
+    row, and the worst of such few-position fractions is a coin flip on near-tied logits.
+    """
     worst: dict[str, float] = {}
     for outputs in per_shape.values():
         for figures in outputs.values():
@@ -70,6 +74,16 @@ def worst_case(per_shape: dict[str, dict[str, dict[str, float]]]) -> dict[str, f
                         max(worst[key], value) if higher_is_worse else min(worst[key], value)
                     )
     return worst
+
+
+def pooled_top1(references: list[np.ndarray], candidates: list[np.ndarray]) -> float:
+    """The share of all logits positions, over every case, whose argmax agrees."""
+    agree = sum(
+        int(np.sum(r.argmax(axis=-1) == c.argmax(axis=-1)))
+        for r, c in zip(references, candidates, strict=True)
+    )
+    positions = sum(r[..., 0].size for r in references)
+    return agree / positions if positions else 1.0
 
 
 class ParityCheck:
@@ -104,14 +118,18 @@ class ParityCheck:
         log.info("%s: parity on %d shapes", where, len(self.cases))
         session = open_session(directory)
         per_shape: dict[str, dict[str, dict[str, float]]] = {}
+        logits = self.component.logits_output
+        candidate_logits = []
         for label, inputs in self.cases.items():
             try:
                 outputs = run_onnx(session, inputs)
+                if logits:
+                    candidate_logits.append(outputs[logits])
                 per_shape[label] = {
                     name: compare(
                         self.references[label][name],
                         outputs[name],
-                        name == self.component.logits_output,
+                        name == logits,
                     )
                     for name in self.output_names
                 }
@@ -119,4 +137,8 @@ class ParityCheck:
                 raise ContractError(
                     f"{where}: the graph does not run like PyTorch at {label}: {err}"
                 ) from err
-        return worst_case(per_shape)
+        worst = worst_case(per_shape)
+        if logits:
+            references = [self.references[label][logits] for label in self.cases]
+            worst["top1_agreement"] = pooled_top1(references, candidate_logits)
+        return worst

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from omniforge.artifacts import DATA_FILENAME, MODEL_FILENAME, save_model
 from omniforge.cli import app
-from omniforge.inventory import PROJECTION, TALKER, inventory
+from omniforge.inventory import PROJECTION, TALKER, inventory, name_models
 
 
 def linear_model(
@@ -98,3 +98,9 @@ def test_a_file_that_is_not_onnx_is_reported_not_raised(tmp_path: Path) -> None:
     (report,) = inventory(tmp_path)
     assert report.error and "not a readable ONNX graph" in report.error
     assert onnx  # the reader uses onnx without loading weights
+
+
+def test_a_long_list_of_fitting_models_is_named_by_its_first_ones_and_a_count() -> None:
+    paths = [f"talker-{n}/model.onnx" for n in range(5)]
+    assert name_models(paths[:3]) == "talker-0/model.onnx, talker-1/model.onnx, talker-2/model.onnx"
+    assert name_models(paths) == "talker-0/model.onnx, talker-1/model.onnx and 3 more"

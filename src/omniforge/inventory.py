@@ -119,6 +119,13 @@ def read_model(path: Path, root: Path) -> ModelReport:
     return report
 
 
+def name_models(paths: list[str], listed: int = 3) -> str:
+    """A few paths by name, a long list as its first ones and a count: table rows stay short."""
+    if len(paths) <= listed:
+        return ", ".join(paths)
+    return f"{', '.join(paths[: listed - 1])} and {len(paths) - listed + 1} more"
+
+
 def judge_chain(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
     """Which link each model can fill, given the others: widths must meet, codes must fit."""
     projections = [r for r in reports if r.role == PROJECTION]
@@ -126,7 +133,7 @@ def judge_chain(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
     for talker in talkers:
         feeding = [p.path for p in projections if p.output_width == talker.input_width]
         if feeding:
-            talker.fits.append(f"reads {', '.join(feeding)}")
+            talker.fits.append(f"reads {name_models(feeding)}")
         elif projections:
             widths = sorted({p.output_width for p in projections if p.output_width is not None})
             talker.problems.append(
@@ -146,7 +153,7 @@ def judge_chain(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
     for projection in projections:
         fed = [t.path for t in talkers if t.input_width == projection.output_width]
         if fed:
-            projection.fits.append(f"feeds {', '.join(fed)}")
+            projection.fits.append(f"feeds {name_models(fed)}")
         elif talkers:
             projection.problems.append(
                 f"output width {projection.output_width} is read by no talker here"

@@ -12,6 +12,7 @@ from helpers import thinker_states
 from omniforge.reference import torch_generate_codes
 from omniforge.runtime import GenerationConfig, OnnxTalker
 from omniforge.sources.synthetic import SyntheticSource
+from omniforge.talker_io import step_inputs
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,18 @@ def test_a_prefill_and_a_decode_graph_generate_as_one_talker(
     reference = torch_generate_codes(talker, prompt, reply, config).codes
     assert codes.shape == reference.shape
     assert (codes == reference).mean() > 0.5  # int8 prompt, int4 codes: close, not equal
+
+
+@pytest.mark.parametrize("component", ["talker_kv", "talker_fused"])
+def test_a_pair_times_a_prompt_on_its_prefill_graph_and_a_step_on_its_decode_graph(
+    tiny_variants: dict, component: str
+) -> None:
+    variants = tiny_variants[component]
+    pair = OnnxTalker.load(variants["int4"], threads=1, prefill=variants["int8"])
+    prompt = step_inputs(pair.layout.dims, 1, 8, 0, seed=3)
+    step = step_inputs(pair.layout.dims, 1, 1, 8, seed=4)
+    assert pair.timed_step(prompt).session is pair.prefill_session
+    assert pair.timed_step(step).session is pair.session
 
 
 def test_a_pair_must_share_one_cache_layout(tiny_variants: dict) -> None:

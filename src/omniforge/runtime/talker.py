@@ -409,9 +409,13 @@ class OnnxTalker:
         A fused graph gets the past as a buffer one position longer, bound as its present,
         so every call writes the same position and reads the same cache length.
         """
-        if not self.layout.fused:
-            return BoundRun(self.session, inputs)
         batch, seq = inputs["codec_ids"].shape
+        # A prompt runs on the prefill graph of a pair, as in ``forward``.
+        session = (
+            self.prefill_session if seq > 1 and self.prefill_session is not None else self.session
+        )
+        if not self.layout.fused:
+            return BoundRun(session, inputs)
         length = inputs[self._past_names[0]].shape[2]
         cache = self.empty_cache(batch, length + seq)
         for buffer, name in zip(cache.buffers, self._past_names, strict=True):
@@ -423,9 +427,6 @@ class OnnxTalker:
             TOTAL_LENGTH: np.array(total, dtype=np.int32),
             **dict(zip(self._past_names, cache.values, strict=True)),
         }
-        session = (
-            self.prefill_session if seq > 1 and self.prefill_session is not None else self.session
-        )
         presents = dict(zip(self._present_names, cache.values, strict=True))
         return BoundRun(session, bound, outputs=presents, keep=cache)
 

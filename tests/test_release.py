@@ -12,6 +12,7 @@ import yaml
 from helpers import thinker_states
 from project import copy_project, run
 
+from omniforge.release import withdraw_unpublished
 from omniforge.runtime import GenerationConfig, load_talker
 
 pytestmark = pytest.mark.slow
@@ -80,3 +81,17 @@ def test_a_hybrid_pair_is_fetched_whole(released: Path, tmp_path: Path) -> None:
     ).is_file()
     talker = load_talker(pair, threads=1)
     assert talker.prefill_session is not None
+
+
+def test_an_artifact_no_longer_published_is_withdrawn_with_comments_kept(tmp_path: Path) -> None:
+    dvc_yaml = tmp_path / "dvc.yaml"
+    dvc_yaml.write_text(
+        "# the pipeline\nstages: {}\nartifacts:\n"
+        "  talker_kv-int4:  # refused since\n    path: models/published/talker_kv/int4\n"
+        "  talker_kv-int8:\n    path: models/published/talker_kv/int8\n"
+    )
+    assert withdraw_unpublished(dvc_yaml, {"talker_kv-int8"}) == ["talker_kv-int4"]
+    text = dvc_yaml.read_text()
+    assert text.startswith("# the pipeline")
+    assert set(yaml.safe_load(text)["artifacts"]) == {"talker_kv-int8"}
+    assert withdraw_unpublished(dvc_yaml, {"talker_kv-int8"}) == []

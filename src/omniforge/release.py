@@ -101,7 +101,27 @@ def declare_artifacts(repo: Path, manifest: dict[str, Any]) -> bool:
                     meta={"sha256": content_digest(entry)},
                 ),
             )
+    withdrawn = withdraw_unpublished(dvc_yaml, {artifact_name(e) for e in manifest["artifacts"]})
+    for name in withdrawn:
+        log.info("%s: no longer published, its declaration is removed (its tags stay)", name)
     return dvc_yaml.read_text() != before
+
+
+def withdraw_unpublished(dvc_yaml: Path, published: set[str]) -> list[str]:
+    """Drop declarations of artifacts the gates no longer publish: a name at HEAD must fetch
+    vetted bytes or not resolve at all. Comments and order of dvc.yaml are kept."""
+    from ruamel.yaml import YAML
+
+    round_trip = YAML()
+    document = round_trip.load(dvc_yaml.read_text())
+    artifacts = document.get("artifacts") or {}
+    stale = [name for name in artifacts if name not in published]
+    if stale:
+        for name in stale:
+            del artifacts[name]
+        with dvc_yaml.open("w") as handle:
+            round_trip.dump(document, handle)
+    return stale
 
 
 def _version(tag: str) -> tuple[int, int, int]:

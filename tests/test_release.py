@@ -83,6 +83,12 @@ def test_a_hybrid_pair_is_fetched_whole(released: Path, tmp_path: Path) -> None:
     assert talker.prefill_session is not None
 
 
+def test_a_version_is_fetched_by_its_number(released: Path, tmp_path: Path) -> None:
+    get = ["dvc", "artifacts", "get", str(released), "talker_fused-int4", "--rev", "v0.1.0"]
+    run([*get, "-o", "pinned"], tmp_path)
+    assert "talker_fused/int4" in run([OMNIFORGE, "verify", "pinned"], tmp_path).stdout
+
+
 def test_an_artifact_no_longer_published_is_withdrawn_with_comments_kept(tmp_path: Path) -> None:
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(

@@ -5,14 +5,18 @@ from pathlib import Path
 
 from omniforge.artifacts import write_json
 from omniforge.benchmark.plots import render_latency_png
+from omniforge.benchmark.reuse import previous_report
 from omniforge.benchmark.run import benchmark_component
 from omniforge.params import Params
 from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    report = benchmark_component(params, args.component, Path(args.variants_root))
-    write_json(Path(args.out), report)
+    out = Path(args.out)
+    report = benchmark_component(
+        params, args.component, Path(args.variants_root), previous_report(out)
+    )
+    write_json(out, report)
     render_latency_png(Path(args.plot), report, args.component)
 
 

@@ -10,6 +10,7 @@ pipeline runs it: its prefill graph for the prompt, its decode graph per code.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from omniforge.benchmark.children import run_in_child
 from omniforge.benchmark.decode import bench_decode_onnx, bench_decode_torch, with_torch
 from omniforge.benchmark.latency import bench_onnx, bench_torch, codec_rates
 from omniforge.benchmark.plots import plot_rows
+from omniforge.benchmark.reuse import FINGERPRINT, MEASURED_AT, context, fingerprint, kept
 from omniforge.benchmark.timing import TimingPlan
 from omniforge.components import Component, get_component
 from omniforge.params import FP32, HYBRID, Params
@@ -46,10 +48,33 @@ def baseline_dir(
     return variant_dir(variants_root, baseline, same)
 
 
-def benchmark_component(params: Params, name: str, variants_root: Path) -> dict[str, Any]:
+def variant_files(
+    params: Params, component: Component, variants_root: Path, variant: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The bytes a variant's figures are of: its files, and those of the graph it is timed
+    beside."""
+    name = component.name
+    if variant == HYBRID:
+        files = pair_files(
+            variant_dir(variants_root, name, params.talker_kv.hybrid_prefill),
+            variant_dir(variants_root, name, params.talker_kv.hybrid_decode),
+        )
+    else:
+        files = artifact_files(variant_dir(variants_root, name, variant))
+    base = baseline_dir(params, component, variants_root, variant)
+    if component.graph_kind != KV_CACHE or base is None:
+        return records_as_dicts(files), None
+    return records_as_dicts(files), records_as_dicts(artifact_files(base))
+
+
+def benchmark_component(
+    params: Params, name: str, variants_root: Path, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Size, load time, latency and peak RSS of every variant beside PyTorch eager.
 
-    The report's ``plot`` holds the latency plot's rows (x under ``plot_x``).
+    ``previous``: the stage's last report; a variant whose fingerprint is unchanged keeps its
+    figures (:mod:`.reuse`). The report's ``plot`` holds the latency plot's rows (x under
+    ``plot_x``).
     """
     from omniforge.sources import open_source
 
@@ -68,9 +93,20 @@ def benchmark_component(params: Params, name: str, variants_root: Path) -> dict[
         "iterations": plan.iterations,
         "batch": settings.batch,
     }
+    previous = previous or {}
+    run_context = context(params)
+    keys, files = {}, {}
+    for variant in component.variants(params):
+        files[variant] = variant_files(params, component, variants_root, variant)
+        keys[variant] = fingerprint(run_context, variant, *files[variant])
+    stale = [v for v in keys if kept(previous, v, keys[v]) is None]
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     torch_latency: dict[str, dict[str, float]] = {}
     eager_decode: dict[str, Any] | None = None
-    if settings.compare_torch:
+    if settings.compare_torch and not stale and "torch" in previous:
+        log.info("%s: every variant unchanged: its figures and PyTorch's are kept", name)
+        report["torch"] = previous["torch"]
+    elif settings.compare_torch:
         log.info("%s: timing PyTorch eager", name)
         report["torch"] = run_in_child(
             f"{name} (torch)", bench_torch, name, params.model.model_dump(), cases, plan
@@ -82,6 +118,10 @@ def benchmark_component(params: Params, name: str, variants_root: Path) -> dict[
             )
     for variant in component.variants(params):
         what = f"{name}-{variant}"
+        if variant not in stale:
+            log.info("%s: %s unchanged (bytes, params, code, machine): figures kept", name, variant)
+            report[variant] = previous[variant]
+            continue
         log.info("%s: timing %s", name, variant)
         if variant == HYBRID:
             prefill = variant_dir(variants_root, name, params.talker_kv.hybrid_prefill)
@@ -92,15 +132,12 @@ def benchmark_component(params: Params, name: str, variants_root: Path) -> dict[
                     key: artifact_bytes(prefill)[key] + artifact_bytes(decode)[key]
                     for key in ("graph_bytes", "external_data_bytes", "total_bytes")
                 },
-                "files": records_as_dicts(pair_files(prefill, decode)),
             }
             model_dir, prefill_dir = decode, str(prefill)
         else:
             directory = variant_dir(variants_root, name, variant)
             figures = run_in_child(what, bench_onnx, str(directory), plain_cases, plan)
             figures["size"] = artifact_bytes(directory)
-            # Custody: publish checks that these are the bytes validate checked.
-            figures["files"] = records_as_dicts(artifact_files(directory))
             # What the latency budget gate reads: JSON keys are sorted, so name it explicitly.
             figures["largest_case"] = largest
             figures["largest_case_p50_ms"] = figures["latency"][largest]["p50_ms"]
@@ -134,6 +171,9 @@ def benchmark_component(params: Params, name: str, variants_root: Path) -> dict[
             if eager_decode is not None:
                 decode_report = with_torch(decode_report, eager_decode)
             figures.update(decode_report)
+        # Custody: publish checks that these are the bytes validate checked.
+        figures["files"] = files[variant][0]
+        figures[FINGERPRINT], figures[MEASURED_AT] = keys[variant], measured_at
         report[variant] = figures
     report["plot"] = plot_rows(report, cases, component.length_name)
     report["plot_x"] = component.length_name

@@ -97,7 +97,8 @@ def test_a_byte_flipped_after_validate_is_refused_and_the_last_good_set_stays(
     with pytest.raises(CustodyError) as caught:
         _publish(params, root)
     message = str(caught.value)
-    assert "projection/fp32/model.onnx.data" in message
+    assert f"{data}: sha256" in message  # the built file, not publish's temporary copy
+    assert "last good set stays" in message
     assert good in message and sha256_file(data) in message
     # The published set is the last good one, and loads.
     assert load_session(root / "published", "projection", "fp32") is not None

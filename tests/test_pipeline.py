@@ -98,21 +98,13 @@ def test_changing_a_quantize_param_reruns_only_what_it_affects(project: Path) ->
     # The int4 graphs (and the hybrid pairs that decode with them) changed: their size.
     assert ("talker_kv-int4", "size_mb") in changed
     assert ("talker_fused-hybrid", "size_mb") in changed
-    # Anything else that changed is a timing: bytes and parity of the rest are untouched.
-    timings = {
-        "load_s",
-        "latency_ms",
-        "prefill_ms",
-        "first_code_ms",
-        "speedup_vs_torch",
-        "speedup_vs_baseline",
-        "real_time_factor",
-    }
-    for candidate, metric in changed:
-        assert "int4" in candidate or "hybrid" in candidate or metric in timings, (
-            candidate,
-            metric,
-        )
+    # Nothing else changed: the other variants' bytes and parity are untouched, and the
+    # benchmark keeps the figures of variants whose bytes it already timed (no timing noise).
+    assert {c for c, _ in changed} <= {
+        f"{component}-{variant}"
+        for component in ("talker", "talker_kv", "talker_fused", "projection")
+        for variant in ("int4", "hybrid")
+    }, sorted(changed)
 
 
 def test_metrics_show_prints_a_row_per_candidate_and_a_dozen_columns(project: Path) -> None:

@@ -95,7 +95,19 @@ def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> 
     """Copy one candidate into ``target``, check it is what validate checked, describe it."""
     for subfolder, directory in candidate.directories.items():
         shutil.copytree(directory, target / subfolder, dirs_exist_ok=True)
-    check_files(target, candidate.files, f"validate's record of {candidate.key}")
+    try:
+        check_files(target, candidate.files, f"validate's record of {candidate.key}")
+    except CustodyError as err:
+        # Name the built file the user can look at, not the temporary copy being checked.
+        message = str(err)
+        for subfolder, directory in candidate.directories.items():
+            message = message.replace(str(target / subfolder).rstrip("/"), str(directory))
+        raise CustodyError(
+            f"{message}\n  these bytes were never validated: nothing is published and the last "
+            "good set stays in place. Rebuild the variant (`dvc repro -f -s "
+            f"quantize@{candidate.component}-<scheme>`, or `simplify@{candidate.component}` "
+            "for fp32), then `dvc repro`"
+        ) from None
     entry = {
         "component": candidate.component,
         "variant": candidate.variant,

@@ -19,6 +19,13 @@ from omniforge.sources.synthetic import SyntheticSource
 TINY_COMPONENTS = ("talker", "talker_kv", "talker_fused", "projection")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The end-to-end tests show which DVC stage runs on pytest's terminal."""
+    import project
+
+    project.PYTEST_CONFIG = config
+
+
 @pytest.fixture(scope="session")
 def tiny_source() -> SyntheticSource:
     return SyntheticSource("tiny", seed=0)

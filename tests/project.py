@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from subprocess import PIPE
+from typing import IO, Any
 
 import yaml
 
@@ -30,14 +32,55 @@ def project_env(root: Path) -> dict[str, str]:
     return env
 
 
+# pytest's config, set by conftest: progress written through it shows past pytest's capture.
+PYTEST_CONFIG: Any = None
+# The lines of DVC's output that say what a long run is doing.
+PROGRESS = ("Running stage", "Ran experiment")
+
+
+def say(line: str) -> None:
+    """A progress line on the terminal while a test runs (pytest shows prints only on failure)."""
+    if PYTEST_CONFIG is None:
+        print(line, flush=True)
+        return
+    plugins = PYTEST_CONFIG.pluginmanager
+    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+        plugins.get_plugin("terminalreporter").write_line(line)
+
+
+def _read(stream: IO[str], lines: list[str], echo: bool) -> None:
+    for line in stream:
+        lines.append(line)
+        if echo and line.startswith(PROGRESS):
+            say(f"    {line.rstrip()}")
+
+
 def run(
     args: list[str], cwd: Path, check: bool = True, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
-    """A command in the project; its stdout and stderr go to pytest's log as it runs."""
-    print(f"$ {' '.join(args)}  (in {cwd.name})", flush=True)
-    result = subprocess.run(
-        args, cwd=cwd, env=project_env(cwd), capture_output=True, text=True, timeout=timeout
-    )
+    """A command in the project: its stdout and stderr are kept, and the stages DVC runs are
+    shown on the terminal as they start (the pipeline tests take minutes)."""
+    say(f"  $ {' '.join(args)}  (in {cwd.name})")
+    with subprocess.Popen(
+        args, cwd=cwd, env=project_env(cwd), stdout=PIPE, stderr=PIPE, text=True
+    ) as process:
+        out: list[str] = []
+        err: list[str] = []
+        readers = [
+            threading.Thread(target=_read, args=(process.stdout, out, True)),
+            threading.Thread(target=_read, args=(process.stderr, err, False)),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        finally:
+            for reader in readers:
+                reader.join()
+    result = subprocess.CompletedProcess(args, process.returncode, "".join(out), "".join(err))
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -18,6 +18,7 @@ from omniforge.artifacts import (
 )
 from omniforge.components import Component
 from omniforge.params import ExportParams
+from omniforge.progress import heartbeat
 from omniforge.sources.base import ModelSource
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def export_component(
     args, kwargs = component.export_args(example)
     started = time.perf_counter()
     log.info("%s: exporting with the dynamo exporter (opset %d)", component.name, params.opset)
-    with torch.no_grad():
+    with torch.no_grad(), heartbeat(log, f"{component.name}: exporting"):
         program = torch.onnx.export(
             module,
             args=args,

@@ -41,6 +41,7 @@ from omniforge.artifacts import (
     save_ir_model,
     write_json,
 )
+from omniforge.progress import heartbeat
 from omniforge.talker_io import past_names, present_names
 
 if TYPE_CHECKING:
@@ -296,9 +297,10 @@ def fuse_talker(source: ModelSource, out_dir: Path) -> Path:
     log.info(
         "fused talker: weights loaded in %.1fs; building the graph", time.perf_counter() - started
     )
-    model = build_fused_talker(talker)
+    with heartbeat(log, "fused talker: building"):
+        model = build_fused_talker(talker)
     del talker
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp, heartbeat(log, "fused talker: writing"):
         save_ir_model(model, tmp)
         check_artifact(tmp)
         write_json(tmp / SOURCE_FILENAME, source.record())

@@ -17,6 +17,7 @@ from omniforge.artifacts import (
 )
 from omniforge.errors import ArtifactError
 from omniforge.params import SimplifyParams
+from omniforge.progress import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def simplify_artifact(
     log.info("simplifying %s", source)
     # From a path, so onnxsim reads the external data itself; certify (a Z3 proof) is off:
     # it is best-effort, depends on an optional package and would change the bytes.
-    model, ok = simplify(str(source), check_n=params.check_n, certify=False)
+    with heartbeat(log, f"simplifying {source}"):
+        model, ok = simplify(str(source), check_n=params.check_n, certify=False)
     if not ok:
         raise ArtifactError(f"{source}: onnxsim's check of the simplified graph failed")
     log.info(

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from omniforge.artifacts import read_json
 from omniforge.errors import ArtifactError
 from omniforge.params import Params
 
@@ -93,9 +94,9 @@ def previous_report(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        log.warning("%s: unreadable (%s): every variant is timed again", path, err)
+        report = read_json(path)
+    except (OSError, ArtifactError) as err:
+        log.warning("%s: every variant is timed again", err)
         return {}
     if not isinstance(report, dict):
         raise ArtifactError(f"{path}: expected a JSON object, found a {type(report).__name__}")

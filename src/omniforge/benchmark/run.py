@@ -48,6 +48,15 @@ def baseline_dir(
     return variant_dir(variants_root, baseline, same)
 
 
+def pair_dirs(params: Params, variants_root: Path, name: str) -> tuple[Path, Path]:
+    """A hybrid pair's prefill and decode graphs."""
+    talker_kv = params.talker_kv
+    return (
+        variant_dir(variants_root, name, talker_kv.hybrid_prefill),
+        variant_dir(variants_root, name, talker_kv.hybrid_decode),
+    )
+
+
 def variant_files(
     params: Params, component: Component, variants_root: Path, variant: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
@@ -55,10 +64,7 @@ def variant_files(
     beside."""
     name = component.name
     if variant == HYBRID:
-        files = pair_files(
-            variant_dir(variants_root, name, params.talker_kv.hybrid_prefill),
-            variant_dir(variants_root, name, params.talker_kv.hybrid_decode),
-        )
+        files = pair_files(*pair_dirs(params, variants_root, name))
     else:
         files = artifact_files(variant_dir(variants_root, name, variant))
     base = baseline_dir(params, component, variants_root, variant)
@@ -124,8 +130,7 @@ def benchmark_component(
             continue
         log.info("%s: timing %s", name, variant)
         if variant == HYBRID:
-            prefill = variant_dir(variants_root, name, params.talker_kv.hybrid_prefill)
-            decode = variant_dir(variants_root, name, params.talker_kv.hybrid_decode)
+            prefill, decode = pair_dirs(params, variants_root, name)
             figures: dict[str, Any] = {
                 "pair": {"prefill": prefill.name, "decode": decode.name},
                 "size": {

@@ -71,7 +71,7 @@ def test_transformers_init_alone_would_export_fewer_nodes(
     tmp_path: Path, checkpoint_counts: dict[str, Counter[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Why presets draw norms and biases: with ones and zeros the exporter folds them away."""
-    monkeypatch.setattr(synthetic, "init_like_a_checkpoint", lambda module: None)
+    monkeypatch.setattr(synthetic, "init_like_a_checkpoint", lambda module, **_: None)
     source = synthetic.SyntheticSource("tiny", seed=0)
     plain = exported_op_counts(source, tmp_path, components=("talker_kv",))
     assert plain["talker_kv"] != checkpoint_counts["talker_kv"]
@@ -84,3 +84,15 @@ def test_norms_and_biases_are_spread_like_a_checkpoints(tiny_source: object) -> 
     bias = talker.model.layers[0].self_attn.q_proj.bias
     assert float(norm.std()) > 0.05 and abs(float(norm.mean()) - 1) < 0.2
     assert float(bias.std()) > 0.02 and float(bias.abs().max()) > 0
+
+
+def test_residual_outputs_are_scaled_down_by_depth(tiny_source: object) -> None:
+    """Each layer adds a small update to the stream, so int4 error does not compound."""
+    talker = tiny_source.talker()
+    layers = talker.config.num_hidden_layers
+    attention = talker.model.layers[0].self_attn
+    mlp = talker.model.layers[0].mlp
+    read_std = float(attention.q_proj.weight.std())
+    for written in (attention.o_proj.weight, mlp.down_proj.weight):
+        assert float(written.std()) == pytest.approx(read_std / (2 * layers) ** 0.5, rel=0.3)
+    assert float(mlp.up_proj.weight.std()) == pytest.approx(read_std, rel=0.3)

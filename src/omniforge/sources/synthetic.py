@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,20 +30,31 @@ log = logging.getLogger(__name__)
 # synthetic model initialised like transformers exports a graph with fewer nodes.
 NORM_SCALE_MEAN, NORM_SCALE_STD = 1.0, 0.2
 BIAS_STD = 0.1
+# The projections that write into the residual stream. A trained decoder's layers each add a
+# small update to the stream, so rounding error does not compound with depth; transformers'
+# init gives every layer an update as large as the stream itself. Scaled by 1/sqrt(2 * layers),
+# as GPT-2 and Megatron initialise them, 24 synthetic layers keep the int4 logits cosine of two
+# (0.99 in a torch fake-quant probe; 0.93 unscaled, where the gates refused every int4 variant).
+RESIDUAL_OUTPUT_WEIGHTS = ("o_proj.weight", "down_proj.weight")
 
 
-def init_like_a_checkpoint(module: nn.Module) -> None:
-    """Norm scales and biases drawn like a trained checkpoint's, from the current torch seed.
+def init_like_a_checkpoint(module: nn.Module, layers: int = 0) -> None:
+    """Norm scales, biases and residual outputs drawn like a trained checkpoint's.
 
     Every 1-D ``weight`` is a norm scale here (the talker and audio head have no other); every
-    ``bias`` gets a spread around zero. Matrices keep transformers' initialisation.
+    ``bias`` gets a spread around zero, from the current torch seed. With ``layers``, the
+    residual output projections are scaled down by depth. Other matrices keep transformers'
+    initialisation.
     """
+    residual_scale = 1 / math.sqrt(2 * layers) if layers else 1.0
     with torch.no_grad():
         for name, parameter in module.named_parameters():
             if name.endswith("bias"):
                 parameter.normal_(0.0, BIAS_STD)
             elif name.endswith("weight") and parameter.ndim == 1:
                 parameter.normal_(NORM_SCALE_MEAN, NORM_SCALE_STD)
+            elif name.endswith(RESIDUAL_OUTPUT_WEIGHTS):
+                parameter.mul_(residual_scale)
 
 
 @dataclass
@@ -76,7 +88,7 @@ class SyntheticSource:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + 1)
             model = Qwen2_5OmniTalkerForConditionalGeneration(self.configs.talker)
-            init_like_a_checkpoint(model)
+            init_like_a_checkpoint(model, layers=self.configs.talker.num_hidden_layers)
         return frozen_fp32(model)
 
     def audio_head(self) -> AudioHead:

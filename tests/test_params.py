@@ -36,6 +36,12 @@ def test_bad_choice_is_named() -> None:
         parse_params({"quantize": {"int4": {"block_size": 48}}})
 
 
+@pytest.mark.parametrize("key", ["hybrid_prefill", "hybrid_decode", "speedup_reference"])
+def test_a_variant_the_talker_settings_name_must_be_built(key: str) -> None:
+    with pytest.raises(ParamsError, match=rf"talker_kv\.{key}: 'int3' is not a built variant"):
+        parse_params({"talker_kv": {key: "int3"}})
+
+
 def test_validate_section_keeps_its_yaml_name() -> None:
     params = parse_params({"validate": {"seed": 7}})
     assert params.validate_.seed == 7

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from omniforge.artifacts import variant_dir
 from omniforge.benchmark.decode import (
     bench_decode_onnx,
     bench_decode_torch,
     interleaved,
     with_torch,
 )
+from omniforge.benchmark.run import beside_dirs
+from omniforge.components import get_component
 from omniforge.params import Params, parse_params
 
 
@@ -54,13 +57,49 @@ def test_decode_benchmark_of_a_plain_graph_with_torch(
     assert "decode_speedup_vs_baseline" not in report
 
 
-def test_a_fused_graph_is_timed_beside_its_baseline(tiny_variants: dict, params: Params) -> None:
-    fused, plain = tiny_variants["talker_fused"]["int4"], tiny_variants["talker_kv"]["int4"]
-    report = bench_decode_onnx(params.as_dict(), "talker_fused", str(fused), "int4", str(plain))
+def test_a_fused_graph_is_timed_beside_its_baseline_and_the_reference(
+    tiny_variants: dict, params: Params
+) -> None:
+    fused, plain = tiny_variants["talker_fused"]["int4-block128"], tiny_variants["talker_kv"]
+    report = bench_decode_onnx(
+        params.as_dict(),
+        "talker_fused",
+        str(fused),
+        "int4-block128",
+        str(plain["int4-block128"]),
+        None,
+        str(plain["int4"]),
+    )
     row = report["decode"]["past_16"]
-    assert row["speedup_vs_baseline"] == pytest.approx(row["baseline_p50_ms"] / row["p50_ms"])
-    assert report["decode_speedup_vs_baseline"] == row["speedup_vs_baseline"]
-    assert report["prefill_speedup_vs_baseline"] > 0
+    for name in ("baseline", "reference"):
+        assert row[f"speedup_vs_{name}"] == pytest.approx(row[f"{name}_p50_ms"] / row["p50_ms"])
+        assert report[f"decode_speedup_vs_{name}"] == row[f"speedup_vs_{name}"]
+        assert report[f"{name}_decode_p50_ms"] == row[f"{name}_p50_ms"]
+        assert report[f"prefill_speedup_vs_{name}"] > 0
+
+
+def test_a_variant_is_timed_beside_its_plain_graph_and_the_reference_once(
+    params: Params, tmp_path: Path
+) -> None:
+    fused, plain = get_component("talker_fused"), get_component("talker_kv")
+    kv = params.talker_kv
+    assert kv.speedup_reference == "int4" and kv.hybrid_decode != "int4"
+
+    def graph(variant: str) -> Path:
+        return variant_dir(tmp_path, "talker_kv", variant)
+
+    assert beside_dirs(params, fused, tmp_path, "int8") == {
+        "baseline": graph("int8"),
+        "reference": graph("int4"),
+    }
+    assert beside_dirs(params, fused, tmp_path, "int4") == {"baseline": graph("int4")}
+    assert beside_dirs(params, fused, tmp_path, "hybrid") == {
+        "baseline": graph(kv.hybrid_decode),
+        "reference": graph("int4"),
+    }
+    # Two full-size fp32 talkers do not fit in memory; a plain graph has no baseline.
+    assert beside_dirs(params, fused, tmp_path, "fp32") == {}
+    assert beside_dirs(params, plain, tmp_path, "int8") == {}
 
 
 def test_a_hybrid_pair_prefills_with_one_graph_and_decodes_with_the_other(

@@ -4,7 +4,8 @@ Each graph is timed in a child that imports numpy and onnxruntime only
 (:func:`bench_decode_onnx`); PyTorch eager is timed once per component in a child of its own
 (:func:`bench_decode_torch`), so no process holds two copies of the weights. A graph with a
 baseline (the fused talker against the plain graph of the same variant) is timed in the same
-child as the baseline, in alternating blocks, so their ratio is measured side by side.
+child as the baseline, in alternating blocks, so their ratio is measured side by side; so is
+the reference (one plain graph every fused talker is also set against) when it is another.
 Every latency is set against the memory-bandwidth floor of a decode step: (bytes of weights
 + KV cache read) / read bandwidth measured around the timing.
 """
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 ROUNDS = 2
 # Whole generations and first codes timed (median), and the seeds of their inputs.
 REPEATS = 5
+# The graphs a variant can be timed beside: <name>_p50_ms and speedup_vs_<name> in its rows.
+BESIDE = ("baseline", "reference")
 PREFILL_SEED, GENERATION_SEED = 7, 3
 
 
@@ -75,10 +78,12 @@ def bench_decode_onnx(
     variant: str,
     baseline_dir: str | None = None,
     prefill_dir: str | None = None,
+    reference_dir: str | None = None,
 ) -> dict[str, Any]:
     """Child entry point (numpy and onnxruntime only): one graph, or a prefill/decode pair.
 
-    ``baseline_dir``: another graph of the same talker timed beside this one (speedups).
+    ``baseline_dir``: the plain graph of the same variant timed beside this one (what fusion
+    gains); ``reference_dir``: one more plain graph timed beside it (a fixed yardstick).
     """
     from omniforge.params import parse_params
     from omniforge.runtime.talker import OnnxTalker
@@ -86,7 +91,11 @@ def bench_decode_onnx(
     params = parse_params(params_dict)
     timing, settings = params.benchmark, params.talker_kv
     runtime = OnnxTalker.load(model_dir, timing.threads, prefill=prefill_dir)
-    baseline = OnnxTalker.load(baseline_dir, timing.threads) if baseline_dir else None
+    beside = {
+        name: OnnxTalker.load(directory, timing.threads)
+        for name, directory in zip(BESIDE, (baseline_dir, reference_dir), strict=True)
+        if directory
+    }
     dims = runtime.layout.dims
     batch = timing.batch
     probe = BandwidthProbe(timing.threads, settings.bandwidth_mib << 20)
@@ -96,8 +105,7 @@ def bench_decode_onnx(
         log.info("%s: decode step at past %d", variant, past)
         inputs = step_inputs(dims, batch, 1, past, seed=past)
         calls = {"graph": runtime.timed_step(inputs)}
-        if baseline is not None:
-            calls["baseline"] = baseline.timed_step(inputs)
+        calls |= {name: talker.timed_step(inputs) for name, talker in beside.items()}
         before = probe.measure()["read_bytes_per_s"]
         timed = interleaved(calls, timing.warmup, timing.iterations)
         # The fastest read around the timing: the floor is a lower bound on the step.
@@ -118,28 +126,27 @@ def bench_decode_onnx(
             "kv_bytes": cache_bytes,
             "memory_read_gb_s": read_bw / 1e9,
         }
-        if baseline is not None:
-            row["baseline_p50_ms"] = timed["baseline"]["p50_ms"]
-            row["speedup_vs_baseline"] = timed["baseline"]["p50_ms"] / timed["graph"]["p50_ms"]
+        for name in beside:
+            row[f"{name}_p50_ms"] = timed[name]["p50_ms"]
+            row[f"speedup_vs_{name}"] = timed[name]["p50_ms"] / timed["graph"]["p50_ms"]
         report["decode"][f"past_{past}"] = row
         report["decode_table"].append({"past_sequence_length": past, "variant": variant} | row)
-    report |= prefill(runtime, baseline, dims, params)
+    report |= prefill(runtime, beside, dims, params)
     report |= first_code_and_utterance(runtime, dims, params)
     report |= headline(report, weights, probe, params)
     report["decode_peak_rss_mb"] = peak_rss_mb()
     return report
 
 
-def prefill(runtime: Any, baseline: Any, dims: TalkerDims, params: Any) -> dict[str, Any]:
-    """The prompt in one call (positions 0 .. length-1); beside the baseline if there is one."""
+def prefill(runtime: Any, beside: dict[str, Any], dims: TalkerDims, params: Any) -> dict[str, Any]:
+    """The prompt in one call (positions 0 .. length-1); beside the graphs in ``beside``."""
     timing, length = params.benchmark, params.talker_kv.bench_prefill_length
     batch = timing.batch
     inputs = step_inputs(
         dims, batch, length, 0, seed=PREFILL_SEED, codec_ids=prompt_codec_ids(batch, length)
     )
     calls = {"graph": runtime.timed_step(inputs)}
-    if baseline is not None:
-        calls["baseline"] = baseline.timed_step(inputs)
+    calls |= {name: talker.timed_step(inputs) for name, talker in beside.items()}
     log.info("prefill of %d positions", length)
     timed = interleaved(calls, 1, max(4, timing.iterations // 4))
     report = {
@@ -147,11 +154,9 @@ def prefill(runtime: Any, baseline: Any, dims: TalkerDims, params: Any) -> dict[
         "prefill_p50_ms": timed["graph"]["p50_ms"],
         "prefill_p95_ms": timed["graph"]["p95_ms"],
     }
-    if baseline is not None:
-        report["baseline_prefill_p50_ms"] = timed["baseline"]["p50_ms"]
-        report["prefill_speedup_vs_baseline"] = (
-            timed["baseline"]["p50_ms"] / timed["graph"]["p50_ms"]
-        )
+    for name in beside:
+        report[f"{name}_prefill_p50_ms"] = timed[name]["p50_ms"]
+        report[f"prefill_speedup_vs_{name}"] = timed[name]["p50_ms"] / timed["graph"]["p50_ms"]
     return report
 
 
@@ -214,9 +219,10 @@ def headline(
         "memory_best_gemv_read_gb_s": probe.best["gemv_read_bytes_per_s"] / 1e9,
         "memory_best_copy_gb_s": probe.best["copy_bytes_per_s"] / 1e9,
     }
-    if "speedup_vs_baseline" in reference:
-        figures["decode_speedup_vs_baseline"] = reference["speedup_vs_baseline"]
-        figures["baseline_decode_p50_ms"] = reference["baseline_p50_ms"]
+    for name in BESIDE:
+        if f"speedup_vs_{name}" in reference:
+            figures[f"decode_speedup_vs_{name}"] = reference[f"speedup_vs_{name}"]
+            figures[f"{name}_decode_p50_ms"] = reference[f"{name}_p50_ms"]
     return figures
 
 

@@ -77,14 +77,14 @@ def fingerprint(
     run_context: dict[str, Any],
     variant: str,
     files: list[dict[str, Any]],
-    baseline_files: list[dict[str, Any]] | None,
+    beside_files: list[dict[str, Any]] | None,
 ) -> str:
     """The key of one variant's figures."""
     key = {
         "context": run_context,
         "variant": variant,
         "files": files,
-        "baseline_files": baseline_files,
+        "beside_files": beside_files,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 

@@ -35,17 +35,22 @@ log = logging.getLogger(__name__)
 KV_CACHE = "kv-cache"
 
 
-def baseline_dir(
+def beside_dirs(
     params: Params, component: Component, variants_root: Path, variant: str
-) -> Path | None:
-    """The graph a variant is timed beside: the baseline component's same variant (a hybrid
-    pair against the baseline's decode scheme). None for fp32: two fp32 copies of the
-    full-size talker would not fit in memory together."""
+) -> dict[str, Path]:
+    """The graphs a variant is timed beside: ``baseline``, the baseline component's same
+    variant (a hybrid pair: its decode scheme's), and ``reference``, the baseline component's
+    ``talker_kv.speedup_reference`` when that is another graph. None for fp32: two fp32
+    copies of the full-size talker would not fit in memory together."""
     baseline = component.baseline
     if baseline is None or baseline not in params.components or variant == FP32:
-        return None
-    same = params.talker_kv.hybrid_decode if variant == HYBRID else variant
-    return variant_dir(variants_root, baseline, same)
+        return {}
+    settings = params.talker_kv
+    same = settings.hybrid_decode if variant == HYBRID else variant
+    beside = {"baseline": variant_dir(variants_root, baseline, same)}
+    if settings.speedup_reference != same:
+        beside["reference"] = variant_dir(variants_root, baseline, settings.speedup_reference)
+    return beside
 
 
 def pair_dirs(params: Params, variants_root: Path, name: str) -> tuple[Path, Path]:
@@ -60,17 +65,18 @@ def pair_dirs(params: Params, variants_root: Path, name: str) -> tuple[Path, Pat
 def variant_files(
     params: Params, component: Component, variants_root: Path, variant: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """The bytes a variant's figures are of: its files, and those of the graph it is timed
-    beside."""
+    """The bytes a variant's figures are of: its files, and those of the graphs it is timed
+    beside (in :data:`~omniforge.benchmark.decode.BESIDE` order)."""
     name = component.name
     if variant == HYBRID:
         files = pair_files(*pair_dirs(params, variants_root, name))
     else:
         files = artifact_files(variant_dir(variants_root, name, variant))
-    base = baseline_dir(params, component, variants_root, variant)
-    if component.graph_kind != KV_CACHE or base is None:
+    beside = beside_dirs(params, component, variants_root, variant)
+    if component.graph_kind != KV_CACHE or not beside:
         return records_as_dicts(files), None
-    return records_as_dicts(files), records_as_dicts(artifact_files(base))
+    beside_files = [f for d in beside.values() for f in records_as_dicts(artifact_files(d))]
+    return records_as_dicts(files), beside_files
 
 
 def benchmark_component(
@@ -160,7 +166,7 @@ def benchmark_component(
                 }
             model_dir, prefill_dir = directory, None
         if kv:
-            base = baseline_dir(params, component, variants_root, variant)
+            beside = beside_dirs(params, component, variants_root, variant)
             decode_report = run_in_child(
                 f"{what} decode",
                 bench_decode_onnx,
@@ -168,11 +174,12 @@ def benchmark_component(
                 name,
                 str(model_dir),
                 variant,
-                str(base) if base else None,
+                str(beside["baseline"]) if "baseline" in beside else None,
                 prefill_dir,
+                str(beside["reference"]) if "reference" in beside else None,
             )
-            if base is not None:
-                decode_report["baseline"] = f"{component.baseline}/{base.name}"
+            for role, directory in beside.items():
+                decode_report[role] = f"{component.baseline}/{directory.name}"
             if eager_decode is not None:
                 decode_report = with_torch(decode_report, eager_decode)
             figures.update(decode_report)

@@ -40,6 +40,8 @@ def test_bad_choice_is_named() -> None:
 def test_a_variant_the_talker_settings_name_must_be_built(key: str) -> None:
     with pytest.raises(ParamsError, match=rf"talker_kv\.{key}: 'int3' is not a built variant"):
         parse_params({"talker_kv": {key: "int3"}})
+    with pytest.raises(ParamsError, match=r"speedup_reference: fp32 is too large"):
+        parse_params({"talker_kv": {"speedup_reference": "fp32"}})
 
 
 def test_validate_section_keeps_its_yaml_name() -> None:

@@ -322,6 +322,9 @@ class Params(Section):
                 raise ValueError(
                     f"talker_kv.{key}: '{name}' is not a built variant ({list(self.variants)})"
                 )
+        if self.talker_kv.speedup_reference == FP32:
+            # It is loaded beside every fused variant: a second full-size fp32 talker.
+            raise ValueError("talker_kv.speedup_reference: fp32 is too large to time beside")
         return self
 
     @model_validator(mode="after")

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from omniforge.artifacts import variant_dir
+from omniforge.artifacts import artifact_files, variant_dir
 from omniforge.benchmark.decode import (
     bench_decode_onnx,
     bench_decode_torch,
     interleaved,
     with_torch,
 )
-from omniforge.benchmark.run import beside_dirs
+from omniforge.benchmark.run import beside_dirs, variant_files
 from omniforge.components import get_component
 from omniforge.params import Params, parse_params
 
@@ -55,6 +55,7 @@ def test_decode_benchmark_of_a_plain_graph_with_torch(
     assert [r["past_sequence_length"] for r in rows] == [4, 16]
     assert {"p50_ms", "torch_best_p50_ms", "floor_ms", "variant"} <= set(rows[0])
     assert "decode_speedup_vs_baseline" not in report
+    assert "decode_speedup_vs_reference" not in report
 
 
 def test_a_fused_graph_is_timed_beside_its_baseline_and_the_reference(
@@ -79,7 +80,7 @@ def test_a_fused_graph_is_timed_beside_its_baseline_and_the_reference(
 
 
 def test_a_variant_is_timed_beside_its_plain_graph_and_the_reference_once(
-    params: Params, tmp_path: Path
+    params: Params, tmp_path: Path, tiny_variants: dict
 ) -> None:
     fused, plain = get_component("talker_fused"), get_component("talker_kv")
     kv = params.talker_kv
@@ -97,6 +98,14 @@ def test_a_variant_is_timed_beside_its_plain_graph_and_the_reference_once(
         "baseline": graph(kv.hybrid_decode),
         "reference": graph("int4"),
     }
+    # The figures are keyed by the bytes of every graph beside, each under its role.
+    root = tiny_variants["talker_fused"]["fp32"].parents[1]
+    _, beside = variant_files(params, fused, root, "int8")
+    names = {record["name"] for record in beside}
+    assert {"baseline/model.onnx", "reference/model.onnx"} <= names
+    reference = {r.name: r.sha256 for r in artifact_files(root / "talker_kv" / "int4")}
+    sha256 = {r["name"]: r["sha256"] for r in beside}
+    assert sha256["reference/model.onnx"] == reference["model.onnx"]
     # Two full-size fp32 talkers do not fit in memory; a plain graph has no baseline.
     assert beside_dirs(params, fused, tmp_path, "fp32") == {}
     assert beside_dirs(params, plain, tmp_path, "int8") == {}

@@ -4,9 +4,10 @@ import pytest
 
 from omniforge.artifacts import artifact_bytes, artifact_files
 from omniforge.errors import ArtifactError
-from omniforge.params import Gate
+from omniforge.params import Gate, Params
 from omniforge.publish import Candidate, publish
 from omniforge.publish.gates import refusals
+from omniforge.publish.model_card import describe_variant
 from omniforge.runtime.manifest import load_manifest, load_session, read_artifact, verify_all
 
 
@@ -95,12 +96,28 @@ def test_publish_copies_what_passes_and_lists_what_does_not(
     card = (out / "projection" / "fp32" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: onnx\n")
     assert "| `model.onnx.data` |" in card and "load_session" in card
+    assert "; float32 weights." in card
     assert artifact["io"]["inputs"][0]["name"] == "audio_features"
     assert artifact["source"] == {"kind": "synthetic"}
     assert "onnxruntime" in manifest["toolchain"]
     assert verify_all(out) == ["projection/fp32"]
     session = load_session(out, "projection", "fp32")
     assert session.get_outputs()[0].name == "audio_embeds"
+
+
+def test_a_model_card_describes_its_variant_from_the_params_that_built_it() -> None:
+    params = Params().as_dict()
+    params["quantize"]["int4-wide"] = {**params["quantize"]["int4"], "block_size": 256}
+    params["talker_kv"]["hybrid_decode"] = "int4-wide"
+    assert describe_variant("int4-wide", params) == (
+        "4-bit weight blocks of 256 (MatMulNBits), int8 activations (accuracy level 4)"
+    )
+    assert "float activations (accuracy level 1)" in describe_variant("int4-exact", params)
+    assert "DynamicQuantizeMatMul" in describe_variant("int8", params)
+    assert "the int8 graph runs the prompt, the int4-wide graph each code" in describe_variant(
+        "hybrid", params
+    )
+    assert describe_variant("int4-wide", {}) == "int4-wide"
 
 
 def test_loader_refuses_a_flipped_byte(tmp_path: Path, tiny_variants: dict) -> None:

@@ -1,7 +1,7 @@
 """Figures of unchanged variants are kept, not re-timed, so an experiment's diff is its change.
 
 A variant's figures are kept from the stage's previous report only when everything they
-depend on is the same: the variant's bytes (and its baseline's, which it was timed beside),
+depend on is the same: the variant's bytes (and those of the graphs it was timed beside),
 the params that shape the timing, the benchmark and runtime code, and the machine (CPU model
 and flags, onnxruntime and numpy versions, host). That key is the entry's ``fingerprint``;
 each entry also says when it was ``measured_at``. PyTorch eager is timed again whenever any

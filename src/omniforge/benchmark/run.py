@@ -3,8 +3,9 @@
 Per component: PyTorch eager once (a child of its own), then per variant a child timing the
 graph per shape (size, load time, latency, peak RSS) and, for a KV-cache talker, a child
 timing decode steps, prefill, the first code and an utterance (:mod:`.decode`), beside the
-component's baseline graph when it has one. A KV talker's hybrid pair is timed as the
-pipeline runs it: its prefill graph for the prompt, its decode graph per code.
+component's baseline graph and the reference graph when it has them. A KV talker's hybrid
+pair is timed as the pipeline runs it: its prefill graph for the prompt, its decode graph
+per code.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def beside_dirs(
 ) -> dict[str, Path]:
     """The graphs a variant is timed beside: ``baseline``, the baseline component's same
     variant (a hybrid pair: its decode scheme's), and ``reference``, the baseline component's
-    ``talker_kv.speedup_reference`` when that is another graph. None for fp32: two fp32
+    ``talker_kv.speedup_reference`` when that is another graph. Nothing for fp32: two fp32
     copies of the full-size talker would not fit in memory together."""
     baseline = component.baseline
     if baseline is None or baseline not in params.components or variant == FP32:
@@ -66,7 +67,7 @@ def variant_files(
     params: Params, component: Component, variants_root: Path, variant: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """The bytes a variant's figures are of: its files, and those of the graphs it is timed
-    beside (in :data:`~omniforge.benchmark.decode.BESIDE` order)."""
+    beside, named ``baseline/...`` and ``reference/...``."""
     name = component.name
     if variant == HYBRID:
         files = pair_files(*pair_dirs(params, variants_root, name))
@@ -75,7 +76,11 @@ def variant_files(
     beside = beside_dirs(params, component, variants_root, variant)
     if component.graph_kind != KV_CACHE or not beside:
         return records_as_dicts(files), None
-    beside_files = [f for d in beside.values() for f in records_as_dicts(artifact_files(d))]
+    beside_files = [
+        record | {"name": f"{role}/{record['name']}"}
+        for role, directory in beside.items()
+        for record in records_as_dicts(artifact_files(directory))
+    ]
     return records_as_dicts(files), beside_files
 
 

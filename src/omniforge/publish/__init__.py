@@ -125,7 +125,7 @@ def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> 
     if candidate.graph:
         entry["pair"] = {role: role for role in candidate.directories}
     card = target / MODEL_CARD
-    card.write_text(model_card(entry, entry["metrics"]["headline"]))
+    card.write_text(model_card(entry, entry["metrics"]["headline"], context["common"]["params"]))
     entry["files"].append(
         {"name": MODEL_CARD, "bytes": card.stat().st_size, "sha256": sha256_file(card)}
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from omniforge.params import FP32, HYBRID
 from omniforge.publish.headline import HEADLINE_KEYS
 
 FILENAME = "README.md"
@@ -27,13 +28,30 @@ WHAT = {
     "audio-encoder states in, thinker-space embeddings out",
 }
 
-VARIANTS = {
-    "fp32": "float32 weights",
-    "int8": "int8 weights per column, activations quantized at run time (DynamicQuantizeMatMul)",
-    "int4": "4-bit weight blocks (MatMulNBits), int8 activations (accuracy level 4)",
-    "int4-exact": "4-bit weight blocks (MatMulNBits), float activations (accuracy level 1)",
-    "hybrid": "a pair: the int8 graph runs the prompt, the int4 graph each code, over one cache",
-}
+# What MatMulNBits computes in at each accuracy_level.
+ACTIVATIONS = {0: "float", 1: "float", 2: "fp16", 3: "bf16", 4: "int8"}
+
+
+def describe_variant(variant: str, params: dict[str, Any]) -> str:
+    """What a variant is, from the params that built it (so a new scheme describes itself)."""
+    if variant == FP32:
+        return "float32 weights"
+    kv = params.get("talker_kv", {})
+    if variant == HYBRID and kv:
+        return (
+            f"a pair: the {kv['hybrid_prefill']} graph runs the prompt, the "
+            f"{kv['hybrid_decode']} graph each code, over one cache"
+        )
+    scheme = params.get("quantize", {}).get(variant)
+    if scheme is None:  # params that do not say how it was built
+        return variant
+    if scheme["method"] == "int8":
+        return "int8 weights per column, activations quantized at run time (DynamicQuantizeMatMul)"
+    level = scheme["accuracy_level"]
+    return (
+        f"4-bit weight blocks of {scheme['block_size']} (MatMulNBits), "
+        f"{ACTIVATIONS[level]} activations (accuracy level {level})"
+    )
 
 
 def _front_matter(entry: dict[str, Any]) -> str:
@@ -73,8 +91,9 @@ def _source_line(source: dict[str, Any] | None) -> str:
     return f"checkpoint `{where}` (revision {source.get('revision') or 'as found'})"
 
 
-def model_card(entry: dict[str, Any], headline: dict[str, Any]) -> str:
-    """The README.md of one published artifact (``entry`` as the manifest lists it)."""
+def model_card(entry: dict[str, Any], headline: dict[str, Any], params: dict[str, Any]) -> str:
+    """The README.md of one published artifact (``entry`` as the manifest lists it; ``params``
+    the run's, as the manifest records them)."""
     component, variant = entry["component"], entry["variant"]
     files = [[f"`{f['name']}`", f["bytes"], f"`{f['sha256']}`"] for f in entry["files"]]
     io = [
@@ -99,7 +118,7 @@ def model_card(entry: dict[str, Any], headline: dict[str, Any]) -> str:
             _front_matter(entry),
             f"# {component} · {variant}",
             "",
-            f"{WHAT.get(component, component)}; {VARIANTS.get(variant, variant)}.",
+            f"{WHAT.get(component, component)}; {describe_variant(variant, params)}.",
             f"Built by omniforge from {_source_line(entry.get('source'))}.",
             "",
             "## Files",
@@ -114,7 +133,8 @@ def model_card(entry: dict[str, Any], headline: dict[str, Any]) -> str:
             "",
             "## How it was vetted",
             "",
-            "Against PyTorch on the same inputs (validate) and timed beside it (benchmark); "
+            "Against PyTorch on the same inputs (validate) and timed beside it, and beside the "
+            "plain graphs it is compared with (benchmark); "
             "the full figures are in `manifest.json`.",
             "",
             _table(["figure", "value"], vetting),

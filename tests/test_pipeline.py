@@ -95,16 +95,13 @@ def test_changing_a_quantize_param_reruns_only_what_it_affects(project: Path) ->
         for metric, values in metrics.items()
         if values.get("diff") != 0
     }
-    # The int4 graphs (and the hybrid pairs that decode with them) changed: their size.
+    # The int4 graphs changed: their size. Only they changed bytes or parity.
+    int4 = {f"{c}-int4" for c in ("talker", "talker_kv", "talker_fused", "projection")}
     assert ("talker_kv-int4", "size_mb") in changed
-    assert ("talker_fused-hybrid", "size_mb") in changed
-    # Nothing else changed: the other variants' bytes and parity are untouched, and the
-    # benchmark keeps the figures of variants whose bytes it already timed (no timing noise).
-    assert {c for c, _ in changed} <= {
-        f"{component}-{variant}"
-        for component in ("talker", "talker_kv", "talker_fused", "projection")
-        for variant in ("int4", "hybrid")
-    }, sorted(changed)
+    assert {c for c, m in changed if m in ("size_mb", "cosine", "top1")} <= int4, sorted(changed)
+    # The fused variants are timed beside the plain int4 graph (the reference), so they are
+    # timed again; the benchmark keeps the figures of every other variant (no timing noise).
+    assert all(c in int4 or c.startswith("talker_fused-") for c, _ in changed), sorted(changed)
 
 
 def test_metrics_show_prints_a_row_per_candidate_and_a_dozen_columns(project: Path) -> None:
@@ -112,7 +109,9 @@ def test_metrics_show_prints_a_row_per_candidate_and_a_dozen_columns(project: Pa
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header[0] == "Path" and 10 <= len(header) - 1 <= 14, header
     rows = [line for line in table[2:] if line.startswith("|")]
-    assert len(rows) == 4 * 4 + 2  # 4 components x 4 variants, + a hybrid per KV talker
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    variants = 1 + len(params["quantize"])  # fp32 and a variant per scheme
+    assert len(rows) == 4 * variants + 2  # 4 components, + a hybrid per KV talker
 
 
 def test_plots_are_images_that_render_offline(project: Path) -> None:

@@ -136,7 +136,7 @@ def test_a_quantized_embedding_returns_the_tables_rows(
 def test_scheme_params_are_typed_and_named() -> None:
     raw = {
         "quantize": {"int4": {"block_size": 64}, "q8": {"method": "int8"}},
-        "talker_kv": {"hybrid_prefill": "q8"},
+        "talker_kv": {"hybrid_prefill": "q8", "hybrid_decode": "int4"},
     }
     params = parse_params(raw)
     assert isinstance(params.quantize["int4"], Int4Params)

@@ -67,9 +67,7 @@ def test_a_fused_graph_is_timed_beside_its_baseline_and_the_reference(
         "talker_fused",
         str(fused),
         "int4-block128",
-        str(plain["int4-block128"]),
-        None,
-        str(plain["int4"]),
+        {"baseline": str(plain["int4-block128"]), "reference": str(plain["int4"])},
     )
     row = report["decode"]["past_16"]
     for name in ("baseline", "reference"):

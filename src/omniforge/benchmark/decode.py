@@ -43,7 +43,8 @@ ROUNDS = 2
 # Whole generations and first codes timed (median), and the seeds of their inputs.
 REPEATS = 5
 # The graphs a variant can be timed beside: <name>_p50_ms and speedup_vs_<name> in its rows.
-BESIDE = ("baseline", "reference")
+BASELINE, REFERENCE = "baseline", "reference"
+BESIDE = (BASELINE, REFERENCE)
 PREFILL_SEED, GENERATION_SEED = 7, 3
 
 
@@ -76,14 +77,13 @@ def bench_decode_onnx(
     component: str,
     model_dir: str,
     variant: str,
-    baseline_dir: str | None = None,
+    beside_dirs: dict[str, str] | None = None,
     prefill_dir: str | None = None,
-    reference_dir: str | None = None,
 ) -> dict[str, Any]:
     """Child entry point (numpy and onnxruntime only): one graph, or a prefill/decode pair.
 
-    ``baseline_dir``: the plain graph of the same variant timed beside this one (what fusion
-    gains); ``reference_dir``: one more plain graph timed beside it (a fixed yardstick).
+    ``beside_dirs``: the graphs timed beside this one, by role (:data:`BESIDE`): the plain
+    graph of the same variant (what fusion gains) and a fixed reference graph.
     """
     from omniforge.params import parse_params
     from omniforge.runtime.talker import OnnxTalker
@@ -92,9 +92,8 @@ def bench_decode_onnx(
     timing, settings = params.benchmark, params.talker_kv
     runtime = OnnxTalker.load(model_dir, timing.threads, prefill=prefill_dir)
     beside = {
-        name: OnnxTalker.load(directory, timing.threads)
-        for name, directory in zip(BESIDE, (baseline_dir, reference_dir), strict=True)
-        if directory
+        role: OnnxTalker.load(directory, timing.threads)
+        for role, directory in (beside_dirs or {}).items()
     }
     dims = runtime.layout.dims
     batch = timing.batch

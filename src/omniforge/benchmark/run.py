@@ -23,7 +23,13 @@ from omniforge.artifacts import (
     variant_dir,
 )
 from omniforge.benchmark.children import run_in_child
-from omniforge.benchmark.decode import bench_decode_onnx, bench_decode_torch, with_torch
+from omniforge.benchmark.decode import (
+    BASELINE,
+    REFERENCE,
+    bench_decode_onnx,
+    bench_decode_torch,
+    with_torch,
+)
 from omniforge.benchmark.latency import bench_onnx, bench_torch, codec_rates
 from omniforge.benchmark.plots import plot_rows
 from omniforge.benchmark.reuse import FINGERPRINT, MEASURED_AT, context, fingerprint, kept
@@ -48,9 +54,9 @@ def beside_dirs(
         return {}
     settings = params.talker_kv
     same = settings.hybrid_decode if variant == HYBRID else variant
-    beside = {"baseline": variant_dir(variants_root, baseline, same)}
+    beside = {BASELINE: variant_dir(variants_root, baseline, same)}
     if settings.speedup_reference != same:
-        beside["reference"] = variant_dir(variants_root, baseline, settings.speedup_reference)
+        beside[REFERENCE] = variant_dir(variants_root, baseline, settings.speedup_reference)
     return beside
 
 
@@ -179,9 +185,8 @@ def benchmark_component(
                 name,
                 str(model_dir),
                 variant,
-                str(beside["baseline"]) if "baseline" in beside else None,
+                {role: str(directory) for role, directory in beside.items()},
                 prefill_dir,
-                str(beside["reference"]) if "reference" in beside else None,
             )
             for role, directory in beside.items():
                 decode_report[role] = f"{component.baseline}/{directory.name}"

@@ -3,7 +3,7 @@ import pytest
 
 from omniforge.benchmark.latency import codec_rates
 from omniforge.benchmark.plots import latency_table
-from omniforge.benchmark.timing import summarize, time_calls
+from omniforge.benchmark.timing import SideBySide, summarize, time_calls, time_side_by_side
 from omniforge.components.base import BenchmarkCase
 from omniforge.talker_io import CODES_PER_SECOND
 
@@ -20,6 +20,30 @@ def test_time_calls_runs_warmup_and_iterations() -> None:
     figures = time_calls(lambda: calls.append(1), warmup=2, iterations=5)
     assert len(calls) == 7
     assert figures["max_ms"] >= figures["p50_ms"] >= 0
+
+
+def test_side_by_side_alternates_short_blocks_each_after_an_untimed_call() -> None:
+    order: list[str] = []
+    timed = time_side_by_side({name: (lambda n=name: order.append(n)) for name in "ab"}, 1, 5)
+    # 1 warm-up each, then 3 rounds of (1 untimed + 2 timed) calls of a, then of b.
+    assert order == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 3
+    assert [len(blocks) for blocks in timed.block_medians_s.values()] == [3, 3]
+    assert set(timed.summary) == {"a", "b"}
+    alone: list[int] = []
+    time_side_by_side({"a": lambda: alone.append(1)}, 1, 4)
+    assert len(alone) == 1 + 4  # alone, no block needs an untimed call
+
+
+def test_a_speedup_pairs_blocks_so_drift_between_blocks_cancels() -> None:
+    # The machine slowed 4x during the reference's second block and the graph's fourth: each
+    # pair of neighbouring blocks says 2x, the two medians (8 ms vs 1 ms) would say 8x.
+    timed = SideBySide(
+        summary={},
+        block_medians_s={"graph": [1, 1, 1, 4, 4], "reference": [2, 8, 8, 8, 8]},
+    )
+    assert timed.speedup("reference", over="graph") == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        SideBySide({}, {"graph": [1.0], "reference": [1.0, 2.0]}).speedup("reference", "graph")
 
 
 def test_codec_rates() -> None:

@@ -4,8 +4,9 @@ Each graph is timed in a child that imports numpy and onnxruntime only
 (:func:`bench_decode_onnx`); PyTorch eager is timed once per component in a child of its own
 (:func:`bench_decode_torch`), so no process holds two copies of the weights. A graph with a
 baseline (the fused talker against the plain graph of the same variant) is timed in the same
-child as the baseline, in alternating blocks, so their ratio is measured side by side; so is
-the reference (one plain graph every fused talker is also set against) when it is another.
+child as the baseline, in short alternating blocks, so their ratio is measured side by side
+(the median of the blocks' ratios); so is the reference (one plain graph every fused talker is
+also set against) when it is another.
 Every latency is set against the memory-bandwidth floor of a decode step: (bytes of weights
 + KV cache read) / read bandwidth measured around the timing.
 """
@@ -26,7 +27,7 @@ from omniforge.benchmark.bandwidth import (
     kv_bytes,
     torch_decode_bytes,
 )
-from omniforge.benchmark.timing import peak_rss_mb, summarize, time_calls
+from omniforge.benchmark.timing import peak_rss_mb, time_calls, time_side_by_side
 from omniforge.talker_io import (
     CODES_PER_SECOND,
     TalkerDims,
@@ -37,9 +38,6 @@ from omniforge.talker_io import (
 
 log = logging.getLogger(__name__)
 
-# Blocks each contender's timings are split into when two are timed side by side: the first
-# call after switching sessions is slower (caches), so each block has its own warm-up.
-ROUNDS = 2
 # Whole generations and first codes timed (median), and the seeds of their inputs.
 REPEATS = 5
 # The graphs a variant can be timed beside: <name>_p50_ms and speedup_vs_<name> in its rows.
@@ -50,26 +48,6 @@ PREFILL_SEED, GENERATION_SEED = 7, 3
 
 def decode_pasts(lengths: list[int], reference: int) -> list[int]:
     return sorted({*lengths, reference})
-
-
-def interleaved(
-    calls: dict[str, Callable[[], Any]], warmup: int, iterations: int
-) -> dict[str, dict[str, float]]:
-    """P50/P95 of each call, timed in alternating blocks when there is more than one."""
-    if len(calls) == 1:
-        ((name, call),) = calls.items()
-        return {name: time_calls(call, warmup, iterations)}
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    per_block = max(1, iterations // ROUNDS)
-    for _ in range(ROUNDS):
-        for name, call in calls.items():
-            for _ in range(warmup):
-                call()
-            for _ in range(per_block):
-                started = time.perf_counter()
-                call()
-                samples[name].append(time.perf_counter() - started)
-    return {name: summarize(values) for name, values in samples.items()}
 
 
 def bench_decode_onnx(
@@ -106,7 +84,7 @@ def bench_decode_onnx(
         calls = {"graph": runtime.timed_step(inputs)}
         calls |= {name: talker.timed_step(inputs) for name, talker in beside.items()}
         before = probe.measure()["read_bytes_per_s"]
-        timed = interleaved(calls, timing.warmup, timing.iterations)
+        timed = time_side_by_side(calls, timing.warmup, timing.iterations)
         # The fastest read around the timing: the floor is a lower bound on the step.
         read_bw = max(before, probe.measure()["read_bytes_per_s"])
         plain = time_calls(
@@ -117,17 +95,17 @@ def bench_decode_onnx(
         cache_bytes = kv_bytes(dims, batch, past)
         floor_ms = (weights + cache_bytes) / read_bw * 1e3
         row = {
-            "p50_ms": timed["graph"]["p50_ms"],
-            "p95_ms": timed["graph"]["p95_ms"],
+            "p50_ms": timed.summary["graph"]["p50_ms"],
+            "p95_ms": timed.summary["graph"]["p95_ms"],
             "session_run_p50_ms": plain["p50_ms"],
             "floor_ms": floor_ms,
-            "floor_multiple": timed["graph"]["p50_ms"] / floor_ms,
+            "floor_multiple": timed.summary["graph"]["p50_ms"] / floor_ms,
             "kv_bytes": cache_bytes,
             "memory_read_gb_s": read_bw / 1e9,
         }
         for name in beside:
-            row[f"{name}_p50_ms"] = timed[name]["p50_ms"]
-            row[f"speedup_vs_{name}"] = timed[name]["p50_ms"] / timed["graph"]["p50_ms"]
+            row[f"{name}_p50_ms"] = timed.summary[name]["p50_ms"]
+            row[f"speedup_vs_{name}"] = timed.speedup(name, over="graph")
         report["decode"][f"past_{past}"] = row
         report["decode_table"].append({"past_sequence_length": past, "variant": variant} | row)
     report |= prefill(runtime, beside, dims, params)
@@ -147,15 +125,15 @@ def prefill(runtime: Any, beside: dict[str, Any], dims: TalkerDims, params: Any)
     calls = {"graph": runtime.timed_step(inputs)}
     calls |= {name: talker.timed_step(inputs) for name, talker in beside.items()}
     log.info("prefill of %d positions", length)
-    timed = interleaved(calls, 1, max(4, timing.iterations // 4))
+    timed = time_side_by_side(calls, 1, max(4, timing.iterations // 4))
     report = {
         "prefill_length": length,
-        "prefill_p50_ms": timed["graph"]["p50_ms"],
-        "prefill_p95_ms": timed["graph"]["p95_ms"],
+        "prefill_p50_ms": timed.summary["graph"]["p50_ms"],
+        "prefill_p95_ms": timed.summary["graph"]["p95_ms"],
     }
     for name in beside:
-        report[f"{name}_prefill_p50_ms"] = timed[name]["p50_ms"]
-        report[f"prefill_speedup_vs_{name}"] = timed[name]["p50_ms"] / timed["graph"]["p50_ms"]
+        report[f"{name}_prefill_p50_ms"] = timed.summary[name]["p50_ms"]
+        report[f"prefill_speedup_vs_{name}"] = timed.speedup(name, over="graph")
     return report
 
 

@@ -1,4 +1,5 @@
-"""Timing and memory figures: medians of repeated calls, peak RSS of a process."""
+"""Timing and memory figures: medians of repeated calls, calls timed side by side, peak RSS
+of a process."""
 
 from __future__ import annotations
 
@@ -41,6 +42,55 @@ def time_calls(call: Callable[[], Any], warmup: int, iterations: int) -> dict[st
         call()
         samples.append(time.perf_counter() - started)
     return summarize(samples)
+
+
+# Timed calls in each block when calls alternate. A shared machine's speed drifts by up to 2x
+# within a minute (measured here): short blocks put each call's block beside the other's in
+# the same conditions, so their ratio is taken block by block.
+SIDE_BY_SIDE_BLOCK = 2
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """Calls timed in alternating blocks: each call's figures and its blocks' medians."""
+
+    summary: dict[str, dict[str, float]]
+    block_medians_s: dict[str, list[float]]
+
+    def speedup(self, name: str, over: str) -> float:
+        """How many times faster ``over`` ran than ``name``: the median of their ratios in
+        blocks timed one after the other (paired), which drift between blocks cancels out of."""
+        pairs = zip(self.block_medians_s[name], self.block_medians_s[over], strict=True)
+        return statistics.median(slow / fast for slow, fast in pairs)
+
+
+def time_side_by_side(
+    calls: dict[str, Callable[[], Any]], warmup: int, iterations: int
+) -> SideBySide:
+    """``iterations`` timed calls of each, in alternating blocks after ``warmup`` calls each.
+
+    With more than one call, every block starts with one untimed call: the first call after
+    another session ran is slower (its caches and idle threads), and a pipeline runs one
+    session at a time.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    blocks: dict[str, list[float]] = {name: [] for name in calls}
+    rounds = max(1, -(-iterations // SIDE_BY_SIDE_BLOCK))
+    for _ in range(rounds):
+        for name, call in calls.items():
+            if len(calls) > 1:
+                call()
+            block = []
+            for _ in range(SIDE_BY_SIDE_BLOCK):
+                started = time.perf_counter()
+                call()
+                block.append(time.perf_counter() - started)
+            samples[name] += block
+            blocks[name].append(statistics.median(block))
+    return SideBySide({name: summarize(values) for name, values in samples.items()}, blocks)
 
 
 def peak_rss_mb() -> float:

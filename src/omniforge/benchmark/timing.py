@@ -33,7 +33,8 @@ def summarize(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[], Any], warmup: int, iterations: int) -> dict[str, float]:
+def seconds_of_calls(call: Callable[[], Any], warmup: int, iterations: int) -> list[float]:
+    """Seconds of each of ``iterations`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         call()
     samples = []
@@ -41,7 +42,11 @@ def time_calls(call: Callable[[], Any], warmup: int, iterations: int) -> dict[st
         started = time.perf_counter()
         call()
         samples.append(time.perf_counter() - started)
-    return summarize(samples)
+    return samples
+
+
+def time_calls(call: Callable[[], Any], warmup: int, iterations: int) -> dict[str, float]:
+    return summarize(seconds_of_calls(call, warmup, iterations))
 
 
 # Timed calls in each block when calls alternate. A shared machine's speed drifts by up to 2x
@@ -74,20 +79,14 @@ def time_side_by_side(
     session at a time.
     """
     for call in calls.values():
-        for _ in range(warmup):
-            call()
+        seconds_of_calls(call, warmup, 0)
     samples: dict[str, list[float]] = {name: [] for name in calls}
     blocks: dict[str, list[float]] = {name: [] for name in calls}
     rounds = max(1, -(-iterations // SIDE_BY_SIDE_BLOCK))
+    rewarm = 1 if len(calls) > 1 else 0
     for _ in range(rounds):
         for name, call in calls.items():
-            if len(calls) > 1:
-                call()
-            block = []
-            for _ in range(SIDE_BY_SIDE_BLOCK):
-                started = time.perf_counter()
-                call()
-                block.append(time.perf_counter() - started)
+            block = seconds_of_calls(call, rewarm, SIDE_BY_SIDE_BLOCK)
             samples[name] += block
             blocks[name].append(statistics.median(block))
     return SideBySide({name: summarize(values) for name, values in samples.items()}, blocks)

@@ -1,4 +1,6 @@
-"""The decode benchmark of the tiny KV talkers: steps, prefill, first code, baseline, torch."""
+"""The decode benchmark of the tiny KV talkers: steps, prefill, first code, baseline, torch.
+
+Each timing runs in a child, as the stage runs it: the child's sessions share one thread pool."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from omniforge.artifacts import artifact_files, variant_dir
+from omniforge.benchmark.children import run_in_child
 from omniforge.benchmark.decode import (
     bench_decode_onnx,
     bench_decode_torch,
@@ -36,7 +39,9 @@ def params() -> Params:
 def test_decode_benchmark_of_a_plain_graph_with_torch(
     kv_variants: dict[str, Path], params: Params
 ) -> None:
-    report = bench_decode_onnx(params.as_dict(), "talker_kv", str(kv_variants["int4"]), "int4")
+    report = run_in_child(
+        "int4", bench_decode_onnx, params.as_dict(), "talker_kv", str(kv_variants["int4"]), "int4"
+    )
     eager = bench_decode_torch(params.as_dict(), "talker_kv")
     report = with_torch(report, eager)
     assert set(report["decode"]) == {"past_4", "past_16"}
@@ -61,7 +66,9 @@ def test_a_fused_graph_is_timed_beside_its_baseline_and_the_reference(
     tiny_variants: dict, params: Params
 ) -> None:
     fused, plain = tiny_variants["talker_fused"]["int4-block128"], tiny_variants["talker_kv"]
-    report = bench_decode_onnx(
+    report = run_in_child(
+        "fused",
+        bench_decode_onnx,
         params.as_dict(),
         "talker_fused",
         str(fused),
@@ -112,7 +119,9 @@ def test_a_hybrid_pair_prefills_with_one_graph_and_decodes_with_the_other(
     tiny_variants: dict, params: Params
 ) -> None:
     variants = tiny_variants["talker_fused"]
-    report = bench_decode_onnx(
+    report = run_in_child(
+        "fused",
+        bench_decode_onnx,
         params.as_dict(),
         "talker_fused",
         str(variants["int4"]),

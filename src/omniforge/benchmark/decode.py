@@ -4,9 +4,9 @@ Each graph is timed in a child that imports numpy and onnxruntime only
 (:func:`bench_decode_onnx`); PyTorch eager is timed once per component in a child of its own
 (:func:`bench_decode_torch`), so no process holds two copies of the weights. A graph with a
 baseline (the fused talker against the plain graph of the same variant) is timed in the same
-child as the baseline, in short alternating blocks, so their ratio is measured side by side
-(the median of the blocks' ratios); so is the reference (one plain graph every fused talker is
-also set against) when it is another.
+child as the baseline, in short alternating blocks on one shared thread pool, so their ratio
+is measured side by side (the median of the blocks' ratios); so is the reference (one plain
+graph every fused talker is also set against) when it is another.
 Every latency is set against the memory-bandwidth floor of a decode step: (bytes of weights
 + KV cache read) / read bandwidth measured around the timing.
 """
@@ -64,10 +64,14 @@ def bench_decode_onnx(
     graph of the same variant (what fusion gains) and a fixed reference graph.
     """
     from omniforge.params import parse_params
+    from omniforge.runtime.session import share_thread_pool
     from omniforge.runtime.talker import OnnxTalker
 
     params = parse_params(params_dict)
     timing, settings = params.benchmark, params.talker_kv
+    # The graphs timed side by side (and a pair's two) run on one pool: with a pool each,
+    # the idle one's spinning threads slow the other down.
+    share_thread_pool(timing.threads)
     runtime = OnnxTalker.load(model_dir, timing.threads, prefill=prefill_dir)
     beside = {
         role: OnnxTalker.load(directory, timing.threads)

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from omniforge.artifacts import MODEL_FILENAME
-from omniforge.errors import ArtifactError
+from omniforge.errors import ArtifactError, WorkspaceError
 
 # What onnxruntime raises for a graph it cannot load or run (none derives from another).
 ORT_ERRORS: tuple[type[Exception], ...] = (
@@ -25,22 +25,57 @@ ORT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class _Process:
+    """What this process told onnxruntime: its global pool's threads, whether a session exists."""
+
+    shared_pool_threads: int | None = None
+    opened_a_session = False
+
+
+def share_thread_pool(threads: int) -> None:
+    """Run every session this process opens on one pool of ``threads`` intra-op threads.
+
+    Sessions with a pool each, timed side by side in one process, slow each other down
+    (their idle threads spin) and skew the ratio between them; one pool does not (measured
+    in docs/runs/2026-12-04-qwen2.5-omni-7b-epyc-zen4-vnni). onnxruntime creates the pool
+    with its environment, at the first session, and cannot replace it afterwards.
+    """
+    if _Process.opened_a_session or _Process.shared_pool_threads is not None:
+        raise WorkspaceError(
+            "share_thread_pool must come before this process opens its first onnxruntime "
+            "session, and only once"
+        )
+    ort_state.set_global_thread_pool_sizes(threads, 1)
+    _Process.shared_pool_threads = threads
+
+
 def open_session(model: str | Path, threads: int | None = 1) -> Any:
     """An onnxruntime CPU session for an artifact directory (or a ``.onnx`` file).
 
     One thread by default: reductions split over threads round differently, and parity
     figures should not depend on the machine's core count. Benchmarks pass their own;
-    None leaves onnxruntime's default.
+    None leaves onnxruntime's default. After :func:`share_thread_pool` the session runs on
+    the process's pool, whose size ``threads`` must then be (or None).
     """
     path = Path(model)
     if path.is_dir():
         path = path / MODEL_FILENAME
     if not path.is_file():
         raise ArtifactError(f"{path}: no ONNX graph here")
+    shared = _Process.shared_pool_threads
+    if shared is not None and threads not in (None, shared):
+        raise WorkspaceError(
+            f"{path}: asked for {threads} threads, but this process runs every session on "
+            f"its shared pool of {shared}"
+        )
+    _Process.opened_a_session = True
     options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    if shared is not None:
+        options.use_per_session_threads = False
+    else:
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(

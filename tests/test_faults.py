@@ -196,6 +196,26 @@ def test_a_full_disk_is_named_with_the_file() -> None:
     assert "no space left on the device while writing /dev/full" in str(explained)
 
 
+def test_a_full_disk_while_publishing_is_named_and_the_last_good_set_stays(
+    built: tuple[Params, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params, root = built
+    before = (root / "published" / MANIFEST_FILENAME).read_bytes()
+
+    def full(src: str, dst: str, **_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    with pytest.raises(OSError) as caught:
+        _publish(params, root)
+    explained = explain_os_error(caught.value)
+    assert explained is not None, f"not named: {caught.value!r}"
+    assert "no space left on the device while writing" in str(explained)
+    assert ".published.tmp-" in str(explained)  # the file being written when the disk filled
+    assert (root / "published" / MANIFEST_FILENAME).read_bytes() == before
+    assert not list(root.glob(".published.tmp-*")), "nothing half-written is left"
+
+
 def test_a_permission_error_is_named_with_the_file() -> None:
     err = PermissionError(errno.EACCES, "Permission denied", "models/variants/talker/int4")
     explained = explain_os_error(err)

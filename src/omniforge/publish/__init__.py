@@ -91,10 +91,25 @@ def judge(candidate: Candidate, gates: dict[str, Gate]) -> bool:
     return not found
 
 
+def copy_directory(src: Path, dst: Path) -> None:
+    """Copy every file under ``src`` into ``dst`` (made as needed), metadata included.
+
+    Unlike ``shutil.copytree``, which gathers failures into one ``shutil.Error`` with no
+    errno, a failed copy raises its own OSError: a full disk is named as one.
+    """
+    for path in sorted(Path(src).rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
 def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> dict[str, Any]:
     """Copy one candidate into ``target``, check it is what validate checked, describe it."""
     for subfolder, directory in candidate.directories.items():
-        shutil.copytree(directory, target / subfolder, dirs_exist_ok=True)
+        copy_directory(directory, target / subfolder)
     try:
         check_files(target, candidate.files, f"validate's record of {candidate.key}")
     except CustodyError as err:

@@ -203,7 +203,8 @@ def test_a_full_disk_while_publishing_is_named_and_the_last_good_set_stays(
     before = (root / "published" / MANIFEST_FILENAME).read_bytes()
 
     def full(src: str, dst: str, **_: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        # As shutil.copy2 raises it: the source first, the destination second.
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
 
     monkeypatch.setattr(shutil, "copy2", full)
     with pytest.raises(OSError) as caught:
@@ -211,7 +212,7 @@ def test_a_full_disk_while_publishing_is_named_and_the_last_good_set_stays(
     explained = explain_os_error(caught.value)
     assert explained is not None, f"not named: {caught.value!r}"
     assert "no space left on the device while writing" in str(explained)
-    assert ".published.tmp-" in str(explained)  # the file being written when the disk filled
+    assert ".published.tmp-" in str(explained)  # the copy being written, not its source
     assert (root / "published" / MANIFEST_FILENAME).read_bytes() == before
     assert not list(root.glob(".published.tmp-*")), "nothing half-written is left"
 

@@ -120,6 +120,7 @@ def explain_os_error(err: OSError) -> WorkspaceError | None:
     """A named error for what the machine refused (disk full, permissions), else None."""
     where = err.filename or "a file"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = err.filename2 or where  # a copy's destination: what was being written
         return WorkspaceError(
             f"no space left on the device while writing {where}: free space (`df -h .`); "
             "`dvc gc -w` drops cached versions no longer used, and models/ can be rebuilt"

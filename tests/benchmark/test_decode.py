@@ -10,6 +10,7 @@ import pytest
 
 from omniforge.artifacts import artifact_files, variant_dir
 from omniforge.benchmark.children import run_in_child
+from omniforge.benchmark.compute import weight_multiply_adds
 from omniforge.benchmark.decode import (
     bench_decode_onnx,
     bench_decode_torch,
@@ -52,6 +53,16 @@ def test_decode_benchmark_of_a_plain_graph_with_torch(
     assert report["decode_real_time_factor"] == pytest.approx(report["decode_p50_ms"] / 1e3 * 50)
     assert report["decode_floor_multiple"] == pytest.approx(
         report["decode_p50_ms"] / report["decode_floor_ms"]
+    )
+    # The prompt against its compute floor: every weight times every row, at the int8 rate.
+    per_row = weight_multiply_adds(kv_variants["int4"] / "model.onnx")
+    rows = params.benchmark.batch * params.talker_kv.bench_prefill_length
+    assert report["prefill_multiply_adds"] == per_row * rows
+    assert report["prefill_floor_ms"] == pytest.approx(
+        report["prefill_multiply_adds"] / (report["int8_gemm_gmac_per_s"] * 1e9) * 1e3
+    )
+    assert report["prefill_floor_multiple"] == pytest.approx(
+        report["prefill_p50_ms"] / report["prefill_floor_ms"]
     )
     # int4 reads fewer weight bytes per step than the fp32 PyTorch module.
     assert report["weight_bytes_per_step"] < report["torch_weight_bytes_per_step"]

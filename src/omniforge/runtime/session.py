@@ -62,10 +62,24 @@ def open_session(model: str | Path, threads: int | None = 1) -> Any:
         path = path / MODEL_FILENAME
     if not path.is_file():
         raise ArtifactError(f"{path}: no ONNX graph here")
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(threads, str(path)), providers=CPU
+        )
+    except ORT_ERRORS as err:
+        raise ArtifactError(f"{path}: onnxruntime cannot load this graph: {err}") from err
+
+
+CPU = ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None, what: str) -> Any:
+    """Options for a session about to be opened (``what`` names it in errors): ``threads``
+    intra-op threads of its own, or this process's shared pool (see :func:`open_session`)."""
     shared = _Process.shared_pool_threads
     if shared is not None and threads not in (None, shared):
         raise WorkspaceError(
-            f"{path}: asked for {threads} threads, but this process runs every session on "
+            f"{what}: asked for {threads} threads, but this process runs every session on "
             f"its shared pool of {shared}"
         )
     _Process.opened_a_session = True
@@ -77,12 +91,7 @@ def open_session(model: str | Path, threads: int | None = 1) -> Any:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except ORT_ERRORS as err:
-        raise ArtifactError(f"{path}: onnxruntime cannot load this graph: {err}") from err
+    return options
 
 
 class BoundRun:

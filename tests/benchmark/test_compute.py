@@ -1,0 +1,42 @@
+"""The compute floor of a prefill: the graphs' weight multiply-adds and the int8 GEMM probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from omniforge.benchmark.compute import (
+    PROBE_DEPTH,
+    PROBE_WIDTH,
+    Int8GemmProbe,
+    weight_multiply_adds,
+)
+from omniforge.components import get_component
+from omniforge.sources.synthetic import SyntheticSource
+
+
+def linear_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+@pytest.mark.parametrize("component", ["talker_kv", "talker_fused", "projection"])
+def test_every_variant_multiplies_each_row_by_every_linear_weight_of_the_module(
+    component: str, tiny_source: SyntheticSource, tiny_variants: dict[str, dict[str, Path]]
+) -> None:
+    # Plain or fused (q/k/v and gate/up packed), fp32, int8 or int4: the same weights.
+    expected = linear_weights(get_component(component).build_module(tiny_source))
+    counted = {
+        variant: weight_multiply_adds(directory / "model.onnx")
+        for variant, directory in tiny_variants[component].items()
+    }
+    assert counted == dict.fromkeys(counted, expected)
+
+
+def test_the_int8_gemm_probe_measures_a_rate_and_keeps_the_best() -> None:
+    probe = Int8GemmProbe(threads=1, rows=16)
+    assert probe.multiply_adds == 16 * PROBE_DEPTH * PROBE_WIDTH
+    rates = [probe.measure(repeats=2) for _ in range(3)]
+    assert min(rates) > 0
+    assert probe.best == max(rates)

@@ -69,12 +69,12 @@ class Int8GemmProbe:
     def __init__(self, threads: int, rows: int) -> None:
         import onnxruntime as ort
 
-        from omniforge.runtime.session import CPU, session_options
+        from omniforge.runtime.session import CPU_PROVIDERS, session_options
 
         self.session: Any = ort.InferenceSession(
             int8_gemm_graph(rows),
             sess_options=session_options(threads, "the int8 GEMM probe"),
-            providers=CPU,
+            providers=CPU_PROVIDERS,
         )
         self.feeds = {
             "x": np.random.default_rng(1).standard_normal((rows, PROBE_DEPTH), np.float32)

@@ -23,6 +23,8 @@ ORT_ERRORS: tuple[type[Exception], ...] = (
     ort_state.NotImplemented,
     ort_state.RuntimeException,
 )
+# The only execution provider omniforge runs: every figure it publishes is a CPU figure.
+CPU_PROVIDERS = ["CPUExecutionProvider"]
 
 
 class _Process:
@@ -64,13 +66,10 @@ def open_session(model: str | Path, threads: int | None = 1) -> Any:
         raise ArtifactError(f"{path}: no ONNX graph here")
     try:
         return ort.InferenceSession(
-            str(path), sess_options=session_options(threads, str(path)), providers=CPU
+            str(path), sess_options=session_options(threads, str(path)), providers=CPU_PROVIDERS
         )
     except ORT_ERRORS as err:
         raise ArtifactError(f"{path}: onnxruntime cannot load this graph: {err}") from err
-
-
-CPU = ["CPUExecutionProvider"]
 
 
 def session_options(threads: int | None, what: str) -> Any:

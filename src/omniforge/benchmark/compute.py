@@ -4,7 +4,9 @@ machine's onnxruntime runs them, measured in the same run as the latency it boun
 A prompt of 128 positions multiplies every weight matrix by 128 rows: it is bound by
 arithmetic, not by reading the weights. Its floor is (weight multiply-adds x rows) over the
 rate of onnxruntime's int8 GEMM (``DynamicQuantizeMatMul``, the fastest CPU matmul it has:
-VNNI, or AMX tiles where the CPU has them), measured at the prompt's row count.
+on AMX tiles, VNNI or AVX2, whichever the CPU has), measured at the prompt's row count. The
+probe's weight fits a large last-level cache, so its rate is, if anything, higher than the
+prompt's matmuls reach: the floor stays a lower bound.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-# Nodes that multiply activations by a weight held in the graph, its input 1.
-WEIGHT_MATMULS = {"MatMul", "Gemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+# Nodes of our graphs (fp32, int8 by quantize_dynamic) that multiply by a weight initializer,
+# their input 1; MatMulNBits (int4) states its K x N.
+WEIGHT_MATMULS = {"MatMul", "Gemm", "DynamicQuantizeMatMul"}
 # The probe's weight: [depth, width] int8 (8 MiB), wide enough to keep both cores busy.
 PROBE_DEPTH, PROBE_WIDTH = 1024, 8192
 
@@ -24,8 +27,9 @@ PROBE_DEPTH, PROBE_WIDTH = 1024, 8192
 def weight_multiply_adds(model_file: Path) -> int:
     """Multiply-adds one row (position) of input costs in the graph's weight matmuls.
 
-    ``MatMulNBits`` states its K x N; the others' weight is an initializer (input 1). The
-    attention's own products (queries by the cache) are left out: they are not weights.
+    ``MatMulNBits`` states its K x N; the others' weight is an initializer (input 1), as the
+    passes write them. The attention's own products (queries by the cache) are left out:
+    they are not weights.
     """
     import onnx
 

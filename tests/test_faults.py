@@ -33,7 +33,8 @@ from omniforge.artifacts import (
 from omniforge.errors import ArtifactError, CustodyError, SourceError, WorkspaceError
 from omniforge.params import Gate, Params, parse_params
 from omniforge.publish import collect_candidates, publish
-from omniforge.runtime.manifest import MANIFEST_FILENAME, load_manifest, load_session
+from omniforge.runtime import load_session
+from omniforge.runtime.manifest import MANIFEST_FILENAME
 from omniforge.workspace import (
     check_dvc_cache_type,
     explain_os_error,
@@ -128,11 +129,11 @@ def test_a_validate_report_without_hashes_is_refused(built: tuple[Params, Path])
 def test_the_loader_refuses_an_entry_with_no_files(built: tuple[Params, Path]) -> None:
     _, root = built
     published = root / "published"
-    manifest = load_manifest(published)
+    manifest = read_json(published / MANIFEST_FILENAME)
     manifest["artifacts"][0]["files"] = []
     write_json(published / MANIFEST_FILENAME, manifest)
     component, variant = manifest["artifacts"][0]["component"], manifest["artifacts"][0]["variant"]
-    with pytest.raises(CustodyError, match="lists no files"):
+    with pytest.raises(ArtifactError, match=r"artifacts\.0\.files: List should have at least 1"):
         load_session(published, component, variant)
 
 
@@ -153,8 +154,12 @@ def test_the_loader_refuses_a_file_the_manifest_does_not_list(built: tuple[Param
             "merge-conflict markers",
         ),
         ("[1, 2]", "expected a JSON object, found a list"),
-        ('{"manifest_version": 1}', "missing 'artifacts'"),
-        ('{"manifest_version": 1, "artifacts": [{"component": "x"}]}', "entry must be an object"),
+        ('{"manifest_version": 1}', "artifacts: missing"),
+        (
+            '{"manifest_version": 1, "artifacts": [{"component": "x"}]}',
+            "artifacts.0.variant: missing",
+        ),
+        ('{"manifest_version": 2, "artifacts": []}', "reads version 1"),
     ],
 )
 def test_an_unreadable_manifest_is_named(

@@ -12,7 +12,7 @@ import yaml
 from project import make_project, run, small_run_params
 
 from omniforge.artifacts import sha256_file
-from omniforge.runtime.manifest import load_manifest, verify_all
+from omniforge.runtime import load_manifest, verify_all
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +25,20 @@ def project(tiny_project: Path) -> Path:
 def test_repro_publishes_artifacts_matching_the_manifest(project: Path) -> None:
     published = project / "models" / "published"
     manifest = load_manifest(published)
-    built = {(a["component"], a["variant"]) for a in manifest["artifacts"]}
+    built = {(a.component, a.variant) for a in manifest.artifacts}
     assert {("talker", "fp32"), ("projection", "fp32")} <= built
-    for artifact in manifest["artifacts"]:
-        for record in artifact["files"]:
-            path = published / artifact["path"] / record["name"]
-            assert sha256_file(path) == record["sha256"]
-            assert path.stat().st_size == record["bytes"]
-        model_files = [f for f in artifact["files"] if f["name"] != "README.md"]
-        assert artifact["metrics"]["benchmark"]["size"]["total_bytes"] == sum(
-            f["bytes"] for f in model_files
+    for artifact in manifest.artifacts:
+        for record in artifact.files:
+            path = published / artifact.path / record.name
+            assert sha256_file(path) == record.sha256
+            assert path.stat().st_size == record.bytes
+        model_files = [f for f in artifact.files if f.name != "README.md"]
+        assert artifact.metrics.benchmark["size"]["total_bytes"] == sum(
+            f.bytes for f in model_files
         )
-    assert all(a["source"]["preset"] == "tiny" for a in manifest["artifacts"])
+    assert all(a.source["preset"] == "tiny" for a in manifest.artifacts)
     assert verify_all(published)
-    assert manifest["params"]["model"]["preset"] == "tiny"
+    assert manifest.params["model"]["preset"] == "tiny"
     benchmark = json.loads((project / "metrics" / "benchmark" / "talker.json").read_text())
     assert {"torch", "fp32", "int8", "int4"} <= set(benchmark)
     # The latency budget applies to the largest length, whatever order JSON keeps.
@@ -152,11 +152,11 @@ def test_pipeline_on_a_sharded_checkpoint_matches_the_models_own_modules(
     import torch
     from tiny_omni import audio_tower, tower_tail
 
-    from omniforge.runtime.manifest import load_session
+    from omniforge.runtime import load_session
 
     published = pretrained_project / "models" / "published"
     manifest = load_manifest(published)
-    source = manifest["artifacts"][0]["source"]
+    source = manifest.artifacts[0].source
     assert source["kind"] == "pretrained"
     assert len(source["shards"]) >= 1 and all(len(s["sha256"]) == 64 for s in source["shards"])
 
@@ -198,14 +198,14 @@ def test_published_decode_graph_generates_the_codes_pytorch_generates(project: P
     import numpy as np
 
     from omniforge.reference import torch_generate_codes
-    from omniforge.runtime import GenerationConfig, OnnxTalker, generate_codes, load_session
+    from omniforge.runtime import GenerationConfig, generate_codes, load_talker
     from omniforge.sources.synthetic import SyntheticSource
 
     rng = np.random.default_rng(7)
     prompt = rng.standard_normal((2, 6, 64)).astype(np.float32)
     reply = rng.standard_normal((2, 5, 64)).astype(np.float32)
     config = GenerationConfig(max_new_tokens=32, min_new_tokens=32, code_limit=8193)
-    talker = OnnxTalker(load_session(project / "models" / "published", "talker_kv", "fp32"))
+    talker = load_talker(project / "models" / "published", "talker_kv", "fp32")
     onnx_codes = generate_codes(talker, prompt, reply, config).codes
     torch_codes = torch_generate_codes(
         SyntheticSource("tiny", seed=0).talker(), prompt, reply, config

@@ -114,9 +114,16 @@ def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
-    text = path.read_text(errors="replace")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        raise ArtifactError(f"{path}: cannot be read: {err.strerror or err}") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise ArtifactError(
+            f"{path}: JSON nested too deeply to be a manifest or a report"
+        ) from None
     except json.JSONDecodeError as err:
         hint = ""
         if "<<<<<<<" in text or ">>>>>>>" in text:
@@ -149,6 +156,33 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def read_hashed(path: Path, size: int, chunk: int = 1 << 24) -> tuple[bytearray, str]:
+    """The first ``size`` bytes of a file, read once, and the sha256 of exactly those bytes.
+
+    Whatever happens to the file afterwards (rewritten, swapped by a rename), the bytes
+    returned are the bytes hashed: the way to hand verified weights to onnxruntime.
+    """
+    path = Path(path)
+    if size >= LARGE_FILE_BYTES:
+        log.info("reading and hashing %s (%.1f GB)", path, size / 1e9)
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    filled = 0
+    with open(path, "rb") as handle:
+        while filled < size:
+            read = handle.readinto(view[filled : filled + chunk])
+            if not read:
+                break
+            digest.update(view[filled : filled + read])
+            filled += read
+        longer = handle.read(1)
+    view.release()
+    if filled != size or longer:
+        raise CustodyError(f"{path}: changed size while it was read (expected {size} bytes)")
+    return buffer, digest.hexdigest()
+
+
 def artifact_files(directory: Path, exclude: tuple[str, ...] = ()) -> list[FileRecord]:
     """Every file of an artifact directory with its size and sha256, sorted by name."""
     directory = Path(directory)
@@ -176,14 +210,13 @@ def _files(directory: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def check_files(
+def check_listing(
     directory: Path, expected: list[FileRecord], what: str, ignore: tuple[str, ...] = ()
 ) -> None:
-    """The directory holds exactly the ``expected`` files, byte for byte.
+    """The directory holds exactly the ``expected`` files, each of its recorded size.
 
-    Raises CustodyError naming the file and both hashes (or sizes), a file missing, or a
-    file present that ``what`` does not list. Sizes are compared first: a truncated file
-    fails without being hashed.
+    Raises CustodyError naming a file missing, resized, or present but not listed in
+    ``what``. Hashes nothing: see :func:`check_digest`.
     """
     directory = Path(directory)
     if not expected:
@@ -201,9 +234,27 @@ def check_files(
         size = path.stat().st_size
         if size != record.bytes:
             raise CustodyError(f"{path}: {size} bytes, {what} says {record.bytes}")
-        digest = sha256_file(path)
-        if digest != record.sha256:
-            raise CustodyError(f"{path}: sha256 {digest} differs from {what}'s {record.sha256}")
+
+
+def check_digest(path: Path, record: FileRecord, what: str, digest: str | None = None) -> None:
+    """``path`` has the sha256 ``record`` lists (``digest``: already computed from its bytes)."""
+    digest = digest or sha256_file(path)
+    if digest != record.sha256:
+        raise CustodyError(f"{path}: sha256 {digest} differs from {what}'s {record.sha256}")
+
+
+def check_files(
+    directory: Path, expected: list[FileRecord], what: str, ignore: tuple[str, ...] = ()
+) -> None:
+    """The directory holds exactly the ``expected`` files, byte for byte.
+
+    Raises CustodyError naming the file and both hashes (or sizes), a file missing, or a
+    file present that ``what`` does not list. Sizes are compared first: a truncated file
+    fails without being hashed.
+    """
+    check_listing(directory, expected, what, ignore)
+    for record in expected:
+        check_digest(Path(directory) / record.name, record, what)
 
 
 def artifact_bytes(directory: Path) -> dict[str, int]:

@@ -10,26 +10,23 @@ omniforge clean               remove temporaries left by killed runs
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from omniforge.artifacts import read_json_object
+from omniforge.artifacts import read_json, read_json_object
 from omniforge.errors import OmniforgeError
 from omniforge.publish.headline import HEADLINE_KEYS, headline
-from omniforge.runtime.manifest import (
-    MANIFEST_FILENAME,
-    find_artifact,
-    load_manifest,
-    locate,
-    verify_all,
-)
+from omniforge.runtime.custody import verify_all, verify_artifact
+from omniforge.runtime.manifest import MANIFEST_FILENAME, ArtifactEntry, load_manifest
 
 app = typer.Typer(
     help="Vetted ONNX artifacts of the Qwen2.5-Omni speech pipeline: inspect, verify, release.",
@@ -42,8 +39,37 @@ PUBLISHED = Path("models/published")
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
+    console.print(f"[red]error:[/red] {escape(str(err))}")
     raise typer.Exit(code=1)
+
+
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def command(function: Command) -> Command:
+    """A subcommand that reports what a user can cause (a named omniforge error, a file the
+    machine refuses) as one line and exit 1, never as a traceback."""
+    from omniforge.workspace import explain_os_error
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            function(*args, **kwargs)
+        except OmniforgeError as err:
+            _fail(err)
+        except OSError as err:
+            _fail(explain_os_error(err) or OmniforgeError(f"{err.filename or ''}: {err.strerror}"))
+
+    app.command()(guarded)
+    return function
+
+
+def _folder(directory: Path) -> Path:
+    if not directory.exists():
+        raise OmniforgeError(f"{directory}: no such file or folder")
+    if not directory.is_dir():
+        raise OmniforgeError(f"{directory}: not a folder")
+    return directory
 
 
 def _megabytes(value: int | None) -> str:
@@ -56,7 +82,7 @@ def _megabytes(value: int | None) -> str:
     return f"{value} B"
 
 
-@app.command()
+@command
 def inventory(
     directory: Annotated[Path, typer.Argument(help="folder to search for .onnx files")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -69,9 +95,7 @@ def inventory(
     which link of the voice pipeline it can fill (projection → talker → Token2Wav)."""
     from omniforge.inventory import inventory as take_inventory
 
-    if not directory.is_dir():
-        _fail(OmniforgeError(f"{directory}: not a folder"))
-    reports = take_inventory(directory, token2wav_num_embeds)
+    reports = take_inventory(_folder(directory), token2wav_num_embeds)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
@@ -108,20 +132,16 @@ def inventory_table(directory: Path, reports: list[Any]) -> Table:
     return table
 
 
-@app.command()
+@command
 def verify(
     directory: Annotated[Path, typer.Argument(help="a published set, or one artifact folder")],
 ) -> None:
     """Check every file against the sha256 its manifest records; exit 1 on any difference."""
-    try:
-        manifest = read_json_object(directory / MANIFEST_FILENAME)
-        if "artifact" in manifest:
-            _, entry = locate(directory)
-            checked = [f"{entry['component']}/{entry['variant']}"]
-        else:
-            checked = verify_all(directory)
-    except OmniforgeError as err:
-        _fail(err)
+    manifest = read_json(_folder(directory) / MANIFEST_FILENAME)
+    if isinstance(manifest, dict) and "artifact" in manifest:
+        checked = [verify_artifact(directory)]
+    else:
+        checked = verify_all(directory)
     for name in checked:
         console.print(f"[green]✓[/green] {name}")
     console.print(f"{len(checked)} artifact(s) verified in {directory}")
@@ -129,30 +149,21 @@ def verify(
 
 def _rows(directory: Path) -> list[tuple[str, dict[str, Any]]]:
     manifest = load_manifest(directory)
-    rows = [
-        (f"{a['component']}/{a['variant']}", a["metrics"].get("headline", {}))
-        for a in manifest["artifacts"]
-    ]
+    rows = [(a.name, a.metrics.headline) for a in manifest.artifacts]
     rows += [
-        (
-            f"{r['component']}/{r['variant']}",
-            {"published": False, "refused_by": ", ".join(r.get("refused_by", []))},
-        )
-        for r in manifest["rejected"]
+        (f"{r.component}/{r.variant}", {"published": False, "refused_by": ", ".join(r.refused_by)})
+        for r in manifest.rejected
     ]
     return sorted(rows)
 
 
-@app.command()
+@command
 def show(
     directory: Annotated[Path, typer.Argument(help="a published set")] = PUBLISHED,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The headline figures of every published variant (and what was refused), one row each."""
-    try:
-        rows = _rows(directory)
-    except OmniforgeError as err:
-        _fail(err)
+    rows = _rows(_folder(directory))
     if as_json:
         typer.echo(json.dumps(dict(rows), indent=2))
         return
@@ -166,26 +177,28 @@ def show(
     console.print(table)
     summary = Path("metrics/publish.json")
     if directory == PUBLISHED and summary.is_file():
-        fastest = json.loads(summary.read_text()).get("fastest", {})
+        fastest = read_json_object(summary).get("fastest", {})
         for job, name in fastest.items():
             console.print(f"fastest {job}: [bold]{name}[/bold]")
 
 
-@app.command()
+def _published(manifest: Any, name: str) -> ArtifactEntry:
+    component, slash, variant = name.partition("/")
+    if not slash or not component or not variant:
+        raise OmniforgeError(f"{name!r}: name a published variant as component/variant")
+    return manifest.find(component, variant)
+
+
+@command
 def compare(
     first: Annotated[str, typer.Argument(help="component/variant, e.g. talker_kv/int4")],
     second: Annotated[str, typer.Argument(help="component/variant, e.g. talker_fused/int4")],
     directory: Annotated[Path, typer.Option(help="the published set")] = PUBLISHED,
 ) -> None:
     """Two published variants side by side: each headline figure and their ratio."""
-    try:
-        manifest = load_manifest(directory)
-        entries = [find_artifact(manifest, *name.split("/", 1)) for name in (first, second)]
-    except (OmniforgeError, TypeError) as err:
-        _fail(err)
-    figures = [
-        headline(e["metrics"]["parity"], e["metrics"]["benchmark"], True, []) for e in entries
-    ]
+    manifest = load_manifest(_folder(directory))
+    entries = [_published(manifest, name) for name in (first, second)]
+    figures = [headline(e.metrics.parity, e.metrics.benchmark, True, []) for e in entries]
     table = Table(title=f"{first} vs {second}")
     for column in ("figure", first, second, f"{first} ÷ {second}"):
         table.add_column(column, justify="right")
@@ -207,7 +220,7 @@ def compare(
     console.print(table)
 
 
-@app.command()
+@command
 def release(
     bump: Annotated[str, typer.Option(help="version part to bump for changed artifacts")] = "minor",
     push: Annotated[bool, typer.Option(help="push the outputs to the default DVC remote")] = True,
@@ -215,17 +228,14 @@ def release(
     """Declare the published artifacts in dvc.yaml, tag new versions, push to the remote."""
     from omniforge.release import release as run_release
 
-    try:
-        releases = run_release(Path(), bump, push)
-    except OmniforgeError as err:
-        _fail(err)
+    releases = run_release(Path(), bump, push)
     for item in releases:
         state = f"[green]{item.version}[/green]" if item.version else "unchanged"
         console.print(f"{item.name}: {state}")
     console.print("share them: `git push --follow-tags` (and `dvc push` to a team remote)")
 
 
-@app.command()
+@command
 def clean() -> None:
     """Remove temporaries (``.<name>.tmp-<pid>-*``) of runs that were killed."""
     from omniforge.workspace import sweep_stale_temporaries

@@ -92,13 +92,28 @@ def read_model(path: Path, root: Path) -> ModelReport:
 
     from omniforge.artifacts import describe_values
 
-    report = ModelReport(path.relative_to(root).as_posix(), path.stat().st_size, [], [], [])
+    report = ModelReport(path.relative_to(root).as_posix(), 0, [], [], [])
+
+    def unreadable(why: str) -> ModelReport:
+        report.error = why
+        report.problems.append(why)
+        return report
+
+    if not path.exists():
+        return unreadable(f"a link to {os.readlink(path)!r}, which does not exist")
+    if not path.is_file():
+        return unreadable("not a file")
+    report.graph_bytes = path.stat().st_size
+    if report.graph_bytes == 0:
+        return unreadable("an empty file (0 bytes), not an ONNX graph")
     try:
         model = onnx.load(str(path), load_external_data=False)
+    except OSError as err:
+        return unreadable(f"cannot be read: {err.strerror or err}")
     except Exception as err:  # a truncated or foreign file: say so, keep going
-        report.error = f"not a readable ONNX graph: {type(err).__name__}: {err}"
-        report.problems.append(report.error)
-        return report
+        return unreadable(f"not a readable ONNX graph: {type(err).__name__}: {err}")
+    if not model.graph.node and not model.graph.output:
+        return unreadable("parses as ONNX but holds no graph (no nodes, no outputs)")
     needed: dict[str, int] = {}
     for tensor in model.graph.initializer:
         if uses_external_data(tensor):
@@ -107,6 +122,12 @@ def read_model(path: Path, root: Path) -> ModelReport:
             needed[info.location] = max(needed.get(info.location, 0), end)
     for location, end in sorted(needed.items()):
         data = path.parent / location
+        if not _stays_in(path.parent, location):
+            report.external.append(ExternalFile(location, end, None))
+            report.problems.append(
+                f"external data {location!r} leaves the model's folder (onnxruntime refuses it)"
+            )
+            continue
         size = data.stat().st_size if data.is_file() else None
         report.external.append(ExternalFile(location, end, size))
         if size is None:
@@ -117,6 +138,14 @@ def read_model(path: Path, root: Path) -> ModelReport:
     report.outputs = describe_values(model.graph.output)
     _classify(report)
     return report
+
+
+def _stays_in(folder: Path, location: str) -> bool:
+    """An external-data location onnxruntime accepts: relative, and inside the folder."""
+    relative = Path(location)
+    if not location or relative.is_absolute() or ".." in relative.parts:
+        return False
+    return (folder / relative).resolve().is_relative_to(folder.resolve())
 
 
 def name_models(paths: list[str], listed: int = 3) -> str:
@@ -174,12 +203,20 @@ def io_summary(values: list[dict[str, Any]]) -> list[str]:
 def inventory(root: Path, token2wav_num_embeds: int = TOKEN2WAV_NUM_EMBEDS) -> list[ModelReport]:
     """Every ``.onnx`` under ``root`` (symlinks not followed), sorted by path."""
     root = Path(root)
+    unreadable: list[ModelReport] = []
+
+    def cannot_list(err: OSError) -> None:
+        folder = Path(err.filename or root)
+        why = f"folder cannot be read: {err.strerror or err}"
+        name = folder.relative_to(root).as_posix() if folder != root else "."
+        unreadable.append(ModelReport(name + "/", 0, [], [], [], problems=[why], error=why))
+
     paths = sorted(
         Path(folder) / name
-        for folder, _, names in os.walk(root)
+        for folder, _, names in os.walk(root, onerror=cannot_list)
         for name in names
         if name.endswith(".onnx")
     )
     reports = [read_model(path, root) for path in paths]
     judge_chain(reports, token2wav_num_embeds)
-    return reports
+    return sorted(reports + unreadable, key=lambda report: report.path)

@@ -16,9 +16,11 @@ Then anyone with the repository and the remote runs ``dvc artifacts get <repo> <
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ from typing import Any
 import yaml
 
 from omniforge.errors import OmniforgeError
-from omniforge.runtime.manifest import load_manifest, verify_all
+from omniforge.runtime.custody import verify_all
+from omniforge.runtime.manifest import ArtifactEntry, PublishedSet, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +50,13 @@ class Release:
     sha256: str
 
 
-def artifact_name(entry: dict[str, Any]) -> str:
-    return f"{entry['component']}-{entry['variant']}"
+def artifact_name(entry: ArtifactEntry) -> str:
+    return f"{entry.component}-{entry.variant}"
 
 
-def content_digest(entry: dict[str, Any]) -> str:
+def content_digest(entry: ArtifactEntry) -> str:
     """One sha256 over an artifact's files (names and hashes), the model card included."""
-    lines = sorted(f"{f['name']} {f['sha256']}" for f in entry["files"])
+    lines = sorted(f"{f.name} {f.sha256}" for f in entry.files)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -64,16 +67,32 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
+@contextlib.contextmanager
+def dvc_repo(repo: Path) -> Iterator[Any]:
+    """DVC's Repo of ``repo``; what DVC refuses (no DVC project, a remote it cannot reach)
+    becomes a ReleaseError that says so."""
+    from dvc.exceptions import DvcException, NotDvcRepoError
+
+    try:
+        with dvc_repo(repo) as dvc:
+            yield dvc
+    except NotDvcRepoError:
+        raise ReleaseError(
+            f"{repo} is not a DVC project (no .dvc folder): run `omniforge release` in the "
+            "omniforge repository whose pipeline published the models"
+        ) from None
+    except DvcException as err:
+        raise ReleaseError(f"DVC refused: {err}") from None
+
+
 def check_releasable(repo: Path) -> None:
     """What is published is reproduced by the committed pipeline."""
-    from dvc.repo import Repo
-
     if _git(repo, "status", "--porcelain", "--", "dvc.lock", "dvc.yaml", "params.yaml"):
         raise ReleaseError(
             "dvc.lock, dvc.yaml or params.yaml has uncommitted changes: commit the run you "
             "mean to release first (`git commit dvc.lock params.yaml metrics -m ...`)"
         )
-    with Repo(str(repo)) as dvc:
+    with dvc_repo(repo) as dvc:
         stale = dvc.status(targets=[PUBLISH_STAGE])
     if stale:
         raise ReleaseError(
@@ -82,26 +101,25 @@ def check_releasable(repo: Path) -> None:
         )
 
 
-def declare_artifacts(repo: Path, manifest: dict[str, Any]) -> bool:
+def declare_artifacts(repo: Path, manifest: PublishedSet) -> bool:
     """One DVC artifact per published component-variant in dvc.yaml; True if it changed."""
     from dvc.annotations import Artifact
-    from dvc.repo import Repo
 
     dvc_yaml = repo / "dvc.yaml"
     before = dvc_yaml.read_text()
-    with Repo(str(repo)) as dvc:
-        for entry in manifest["artifacts"]:
+    with dvc_repo(repo) as dvc:
+        for entry in manifest.artifacts:
             dvc.artifacts.add(
                 artifact_name(entry),
                 Artifact(
-                    path=f"{PUBLISHED.as_posix()}/{entry['path']}",
+                    path=f"{PUBLISHED.as_posix()}/{entry.path}",
                     type="model",
-                    desc=f"{entry['component']} ({entry['variant']}), vetted by omniforge",
-                    labels=[entry["component"], entry["variant"], entry["graph_kind"]],
+                    desc=f"{entry.component} ({entry.variant}), vetted by omniforge",
+                    labels=[entry.component, entry.variant, entry.graph_kind],
                     meta={"sha256": content_digest(entry)},
                 ),
             )
-    withdrawn = withdraw_unpublished(dvc_yaml, {artifact_name(e) for e in manifest["artifacts"]})
+    withdrawn = withdraw_unpublished(dvc_yaml, {artifact_name(e) for e in manifest.artifacts})
     for name in withdrawn:
         log.info("%s: no longer published, its declaration is removed (its tags stay)", name)
     return dvc_yaml.read_text() != before
@@ -154,10 +172,10 @@ def bump(version: tuple[int, int, int], part: str) -> tuple[int, int, int]:
     return major, minor, patch + 1
 
 
-def plan(repo: Path, manifest: dict[str, Any], part: str) -> list[Release]:
+def plan(repo: Path, manifest: PublishedSet, part: str) -> list[Release]:
     """Which artifacts get a new version: new ones, and those whose bytes changed."""
     releases = []
-    for entry in manifest["artifacts"]:
+    for entry in manifest.artifacts:
         name, digest = artifact_name(entry), content_digest(entry)
         last = last_version(repo, name)
         if last is None:
@@ -172,8 +190,6 @@ def plan(repo: Path, manifest: dict[str, Any], part: str) -> list[Release]:
 
 def release(repo: Path = Path(), part: str = "minor", push: bool = True) -> list[Release]:
     """Declare, tag and push the published artifacts of ``repo``; what was released."""
-    from dvc.repo import Repo
-
     if part not in BUMPS:
         raise ReleaseError(f"--bump must be one of {BUMPS}, got {part!r}")
     repo = Path(repo).resolve()
@@ -182,7 +198,7 @@ def release(repo: Path = Path(), part: str = "minor", push: bool = True) -> list
     verify_all(published)
     manifest = load_manifest(published)
     if declare_artifacts(repo, manifest):
-        names = ", ".join(artifact_name(e) for e in manifest["artifacts"])
+        names = ", ".join(artifact_name(e) for e in manifest.artifacts)
         _git(repo, "add", "dvc.yaml")
         _git(repo, "commit", "-q", "-m", f"Declare the published artifacts: {names}")
     releases = plan(repo, manifest, part)
@@ -199,6 +215,6 @@ def release(repo: Path = Path(), part: str = "minor", push: bool = True) -> list
             )
             log.info("tagged %s", tag)
     if push:
-        with Repo(str(repo)) as dvc:
+        with dvc_repo(repo) as dvc:
             dvc.push()
     return releases

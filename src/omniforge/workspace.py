@@ -45,9 +45,11 @@ def temporaries(roots: tuple[str, ...] = OUTPUT_ROOTS) -> list[tuple[Path, int]]
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and below name process groups, never the process that wrote a file
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or past any pid the system gives
         return False
     except PermissionError:  # someone else's process: alive
         return True

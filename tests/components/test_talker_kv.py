@@ -12,8 +12,8 @@ from helpers import thinker_states
 from omniforge.artifacts import graph_signature
 from omniforge.components import get_component
 from omniforge.components.talker_kv import add_codec_embeddings
-from omniforge.runtime.session import open_session
-from omniforge.runtime.talker import OnnxTalker
+from omniforge.runtime.session import open_unverified_session
+from omniforge.runtime.talker import open_unverified_talker
 from omniforge.sources.synthetic import SyntheticSource
 from omniforge.talker_io import NO_CODEC, mrope_positions, past_names, prompt_codec_ids
 from omniforge.validate.parity import compare, run_onnx, run_torch
@@ -58,7 +58,7 @@ def test_make_inputs_parity(
     inputs = component.make_inputs(tiny_source.configs, batch, length, seed=3)
     names = list(component.output_axes(tiny_source.configs))
     reference = run_torch(component.build_module(tiny_source), inputs, names)
-    outputs = run_onnx(open_session(kv_variants["fp32"]), inputs)
+    outputs = run_onnx(open_unverified_session(kv_variants["fp32"]), inputs)
     past = length // 2 + 2
     assert outputs["present.1.value"].shape == (batch, 2, past + length, 8)
     for name in names:
@@ -70,7 +70,7 @@ def test_prefill_with_empty_past_then_decode_steps_match_torch(
     kv_variants: dict[str, Path], talker: torch.nn.Module
 ) -> None:
     """Past 0 for the prefill, seq 1 and batch 1 for decode: sizes the export never saw."""
-    runtime = OnnxTalker.load(kv_variants["fp32"], threads=1)
+    runtime = open_unverified_talker(kv_variants["fp32"], threads=1)
     prompt, reply = thinker_states(batch=1, prompt=5, reply=3, seed=1)
     codes = np.array([[17], [4242], [8000]])
 
@@ -116,7 +116,7 @@ def test_no_codec_positions_add_nothing(
             *(torch.from_numpy(inputs[n]) for n in names),
         )[0].numpy()
     np.testing.assert_array_equal(logits, plain)
-    outputs = run_onnx(open_session(kv_variants["fp32"]), inputs)
+    outputs = run_onnx(open_unverified_session(kv_variants["fp32"]), inputs)
     np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
 
 

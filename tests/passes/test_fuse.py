@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from omniforge.components import get_component
-from omniforge.runtime.session import open_session
+from omniforge.runtime.session import open_unverified_session
 from omniforge.sources.synthetic import SyntheticSource
 from omniforge.validate.parity import compare, run_onnx, run_torch
 
@@ -44,7 +44,7 @@ def test_fp32_matches_pytorch_with_equal_and_unequal_mrope_rows(
     component = get_component("talker_fused")
     names = list(component.output_axes(tiny_source.configs))
     module = component.build_module(tiny_source)
-    session = open_session(tiny_variants["talker_fused"]["fp32"])
+    session = open_unverified_session(tiny_variants["talker_fused"]["fp32"])
     cases = component.parity_cases(tiny_source.configs, batch, length, seed=5)
     assert set(cases) == {
         "prefill",
@@ -69,7 +69,7 @@ def test_unequal_mrope_rows_change_the_result(
     small on the tiny preset (flat attention, low frequencies) but far above fp32 noise."""
     component = get_component("talker_fused")
     cases = component.parity_cases(tiny_source.configs, 2, 6, seed=1)
-    session = open_session(tiny_variants["talker_fused"]["fp32"])
+    session = open_unverified_session(tiny_variants["talker_fused"]["fp32"])
     equal = run_onnx(session, cases["prefill"])["logits"]
     unequal = run_onnx(session, cases["prefill_unequal_mrope_rows"])["logits"]
     assert np.abs(equal - unequal).max() > 1e-5
@@ -81,8 +81,8 @@ def test_the_fused_graph_equals_the_plain_one(
     from omniforge.components.talker_fused import with_lengths
 
     inputs = get_component("talker_kv").make_inputs(tiny_source.configs, 2, 6, seed=2)
-    plain_session = open_session(tiny_variants["talker_kv"]["fp32"])
-    fused_session = open_session(tiny_variants["talker_fused"]["fp32"])
+    plain_session = open_unverified_session(tiny_variants["talker_kv"]["fp32"])
+    fused_session = open_unverified_session(tiny_variants["talker_fused"]["fp32"])
     # Several new positions after a past: onnxruntime's GQA takes that for batch 1 only (the
     # runtime refuses larger batches), so each row goes on its own.
     for row in range(2):

@@ -8,7 +8,7 @@ from omniforge.params import Gate, Params
 from omniforge.publish import Candidate, publish
 from omniforge.publish.gates import refusals
 from omniforge.publish.model_card import describe_variant
-from omniforge.runtime.manifest import load_manifest, load_session, read_artifact, verify_all
+from omniforge.runtime import load_manifest, load_session, read_artifact, verify_all
 
 
 def gate_reasons(candidate: Candidate, gate: Gate | None) -> list[str]:
@@ -89,16 +89,16 @@ def test_publish_copies_what_passes_and_lists_what_does_not(
     assert manifest["rejected"][0]["variant"] == "int4"
     assert "cosine" in manifest["rejected"][0]["reasons"][0]
     assert not (out / "projection" / "int4").exists()
-    artifact = load_manifest(out)["artifacts"][0]
-    assert {f["name"] for f in artifact["files"]} == {"model.onnx", "model.onnx.data", "README.md"}
+    artifact = load_manifest(out).artifacts[0]
+    assert {f.name for f in artifact.files} == {"model.onnx", "model.onnx.data", "README.md"}
     # The artifact describes itself: its own manifest entry and a model card.
     assert read_artifact(out / "projection" / "fp32") == artifact
     card = (out / "projection" / "fp32" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: onnx\n")
     assert "| `model.onnx.data` |" in card and "load_session" in card
     assert "; float32 weights." in card
-    assert artifact["io"]["inputs"][0]["name"] == "audio_features"
-    assert artifact["source"] == {"kind": "synthetic"}
+    assert artifact.io["inputs"][0]["name"] == "audio_features"
+    assert artifact.source == {"kind": "synthetic"}
     assert "onnxruntime" in manifest["toolchain"]
     assert verify_all(out) == ["projection/fp32"]
     session = load_session(out, "projection", "fp32")

@@ -11,6 +11,7 @@ from helpers import thinker_states
 
 from omniforge.reference import torch_generate_codes
 from omniforge.runtime import GenerationConfig, OnnxTalker
+from omniforge.runtime.talker import open_unverified_talker
 from omniforge.sources.synthetic import SyntheticSource
 from omniforge.talker_io import step_inputs
 
@@ -22,7 +23,7 @@ def talker(tiny_source: SyntheticSource) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def fused(tiny_variants: dict) -> OnnxTalker:
-    return OnnxTalker.load(tiny_variants["talker_fused"]["fp32"], threads=1)
+    return open_unverified_talker(tiny_variants["talker_fused"]["fp32"], threads=1)
 
 
 def test_greedy_codes_equal_pytorchs_through_a_shared_buffer(
@@ -54,7 +55,9 @@ def test_a_decode_step_writes_the_buffer_in_place(fused: OnnxTalker) -> None:
 
 
 def test_a_generation_longer_than_the_cache_limit_is_refused(tiny_variants: dict) -> None:
-    small = OnnxTalker.load(tiny_variants["talker_fused"]["fp32"], threads=1, max_cache_length=16)
+    small = open_unverified_talker(
+        tiny_variants["talker_fused"]["fp32"], threads=1, max_cache_length=16
+    )
     prompt, reply = thinker_states(batch=1, prompt=6, reply=2)
     with pytest.raises(
         ValueError, match="would need 26 positions, more than this talker's max_cache_length of 16"
@@ -75,7 +78,7 @@ def test_a_prefill_and_a_decode_graph_generate_as_one_talker(
     tiny_variants: dict, talker: torch.nn.Module
 ) -> None:
     variants = tiny_variants["talker_fused"]
-    pair = OnnxTalker.load(variants["int4"], threads=1, prefill=variants["int8"])
+    pair = open_unverified_talker(variants["int4"], threads=1, prefill=variants["int8"])
     prompt, reply = thinker_states(batch=2, prompt=6, reply=3, seed=2)
     config = GenerationConfig(max_new_tokens=24, min_new_tokens=24, code_limit=8193)
     codes = pair.generate(prompt, reply, config).codes
@@ -89,7 +92,7 @@ def test_a_pair_times_a_prompt_on_its_prefill_graph_and_a_step_on_its_decode_gra
     tiny_variants: dict, component: str
 ) -> None:
     variants = tiny_variants[component]
-    pair = OnnxTalker.load(variants["int4"], threads=1, prefill=variants["int8"])
+    pair = open_unverified_talker(variants["int4"], threads=1, prefill=variants["int8"])
     prompt = step_inputs(pair.layout.dims, 1, 8, 0, seed=3)
     step = step_inputs(pair.layout.dims, 1, 1, 8, seed=4)
     assert pair.timed_step(prompt).session is pair.prefill_session
@@ -100,14 +103,14 @@ def test_a_pair_must_share_one_cache_layout(tiny_variants: dict) -> None:
     from omniforge.errors import ContractError
 
     with pytest.raises(ContractError, match="do not share one cache layout"):
-        OnnxTalker.load(
+        open_unverified_talker(
             tiny_variants["talker_fused"]["int4"], prefill=tiny_variants["talker_kv"]["int8"]
         )
 
 
 def test_a_plain_past_moves_into_a_buffer(fused: OnnxTalker, kv_variants: dict[str, Path]) -> None:
     """A cache from a plain graph (or numpy) continues in a fused graph's buffer."""
-    plain = OnnxTalker.load(kv_variants["fp32"], threads=1)
+    plain = open_unverified_talker(kv_variants["fp32"], threads=1)
     prompt, reply = thinker_states(batch=1, prompt=5, reply=4, seed=9)
     _, past = plain.forward(prompt, np.full((1, 5), -1), plain.empty_cache(1))
     config = GenerationConfig(max_new_tokens=6, min_new_tokens=6)

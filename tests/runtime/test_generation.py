@@ -13,7 +13,7 @@ from helpers import HIDDEN, thinker_states
 from omniforge.errors import ArtifactError, ContractError
 from omniforge.reference import torch_generate_codes, torch_score_codes
 from omniforge.runtime.generation import GenerationConfig, decode_loop
-from omniforge.runtime.talker import OnnxTalker, generate_codes
+from omniforge.runtime.talker import OnnxTalker, generate_codes, open_unverified_talker
 from omniforge.sources.synthetic import SyntheticSource
 from omniforge.talker_io import (
     CODEC_BOS_ID,
@@ -30,7 +30,7 @@ VOCAB = 8448
 
 @pytest.fixture(scope="module")
 def runtime(kv_variants: dict[str, Path]) -> OnnxTalker:
-    return OnnxTalker.load(kv_variants["fp32"], threads=1)
+    return open_unverified_talker(kv_variants["fp32"], threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +88,10 @@ def test_torch_reference_decodes_like_transformers_generate(talker: torch.nn.Mod
 def test_every_variant_generates_valid_codes(kv_variants: dict[str, Path], variant: str) -> None:
     prompt, reply = thinker_states(batch=1, prompt=4, reply=2)
     result = generate_codes(
-        kv_variants[variant],
+        open_unverified_talker(kv_variants[variant], threads=1),
         prompt,
         reply,
         GenerationConfig(max_new_tokens=16, code_limit=8193),
-        threads=1,
     )
     assert result.codes.shape == (1, 16)
     assert ((result.codes < 8193) | np.isin(result.codes, [CODEC_EOS_ID, CODEC_PAD_ID])).all()
@@ -295,6 +294,6 @@ def test_a_graph_that_is_not_a_kv_talker_is_refused(tmp_path: Path) -> None:
     model.ir_version = 10  # what onnxruntime 1.31 reads
     onnx.save(model, str(tmp_path / "model.onnx"))
     with pytest.raises(ContractError, match="not a talker KV-cache graph"):
-        OnnxTalker.load(tmp_path)
+        open_unverified_talker(tmp_path)
     with pytest.raises(ArtifactError, match="no ONNX graph here"):
-        OnnxTalker.load(tmp_path / "missing")
+        open_unverified_talker(tmp_path / "missing")

@@ -38,15 +38,18 @@ def test_sessions_run_on_the_shared_pool(graph: Path) -> None:
     result = run_python(f"""
         import numpy as np
         from omniforge.errors import WorkspaceError
-        from omniforge.runtime.session import open_session, share_thread_pool
+        from omniforge.runtime.session import open_unverified_session, share_thread_pool
         share_thread_pool(1)
-        sessions = [open_session({str(graph)!r}, 1), open_session({str(graph)!r}, None)]
+        sessions = [
+            open_unverified_session({str(graph)!r}, 1),
+            open_unverified_session({str(graph)!r}, None),
+        ]
         for session in sessions:
             assert session.get_session_options().use_per_session_threads is False
             (y,) = session.run(None, {{"x": np.array([1.0, -2.0], dtype=np.float32)}})
             assert y.tolist() == [-1.0, 2.0]
         try:
-            open_session({str(graph)!r}, 2)
+            open_unverified_session({str(graph)!r}, 2)
         except WorkspaceError as err:
             print("refused:", err)
         try:
@@ -64,8 +67,8 @@ def test_sessions_run_on_the_shared_pool(graph: Path) -> None:
 def test_sharing_after_a_session_is_refused(graph: Path) -> None:
     result = run_python(f"""
         from omniforge.errors import WorkspaceError
-        from omniforge.runtime.session import open_session, share_thread_pool
-        session = open_session({str(graph)!r})
+        from omniforge.runtime.session import open_unverified_session, share_thread_pool
+        session = open_unverified_session({str(graph)!r})
         assert session.get_session_options().use_per_session_threads is True
         try:
             share_thread_pool(1)

@@ -68,16 +68,16 @@ def bench_decode_onnx(
     """
     from omniforge.params import parse_params
     from omniforge.runtime.session import share_thread_pool
-    from omniforge.runtime.talker import OnnxTalker
+    from omniforge.runtime.talker import open_unverified_talker
 
     params = parse_params(params_dict)
     timing, settings = params.benchmark, params.talker_kv
     # The graphs timed side by side (and a pair's two) run on one pool: with a pool each,
     # the idle one's spinning threads slow the other down.
     share_thread_pool(timing.threads)
-    runtime = OnnxTalker.load(model_dir, timing.threads, prefill=prefill_dir)
+    runtime = open_unverified_talker(model_dir, timing.threads, prefill=prefill_dir)
     beside = {
-        role: OnnxTalker.load(directory, timing.threads)
+        role: open_unverified_talker(directory, timing.threads)
         for role, directory in (beside_dirs or {}).items()
     }
     dims = runtime.layout.dims

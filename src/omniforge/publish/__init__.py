@@ -38,7 +38,12 @@ from omniforge.publish.gates import refusals
 from omniforge.publish.headline import headline
 from omniforge.publish.model_card import FILENAME as MODEL_CARD
 from omniforge.publish.model_card import model_card
-from omniforge.runtime.manifest import MANIFEST_FILENAME, MANIFEST_VERSION
+from omniforge.runtime.manifest import (
+    MANIFEST_FILENAME,
+    MANIFEST_VERSION,
+    parse_artifact,
+    parse_set,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +150,10 @@ def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> 
         {"name": MODEL_CARD, "bytes": card.stat().st_size, "sha256": sha256_file(card)}
     )
     # The artifact describes itself: a copy fetched alone is verified from this file.
-    write_json(
-        target / MANIFEST_FILENAME,
-        {"manifest_version": MANIFEST_VERSION, "artifact": entry, **context["common"]},
-    )
+    own = {"manifest_version": MANIFEST_VERSION, "artifact": entry, **context["common"]}
+    # Written only as every reader reads it: the schema is checked here, not first by a user.
+    parse_artifact(own, target / MANIFEST_FILENAME)
+    write_json(target / MANIFEST_FILENAME, own)
     return entry
 
 
@@ -193,6 +198,7 @@ def publish(
             "rejected": rejected,
             **context["common"],
         }
+        parse_set(manifest, tmp / MANIFEST_FILENAME)
         write_json(tmp / MANIFEST_FILENAME, manifest)
     return manifest
 

@@ -69,19 +69,74 @@ class GenerationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # Every field typed and in range when the config is built, named when it is not: a
+        # NaN temperature or a code_limit of 0 would otherwise generate plausible garbage.
+        for name in ("max_new_tokens", "min_new_tokens", "pad_id", "top_k", "seed"):
+            _check_int(name, getattr(self, name))
+        for name in ("stop_ids", "suppress_ids"):
+            ids = getattr(self, name)
+            if not isinstance(ids, tuple | list):
+                raise ValueError(f"GenerationConfig.{name} must be a tuple of ids, got {ids!r}")
+            for index, value in enumerate(ids):
+                _check_int(f"{name}[{index}]", value)
+            object.__setattr__(self, name, tuple(int(i) for i in ids))
+        if self.code_limit is not None:
+            _check_int("code_limit", self.code_limit, minimum=1)
+        for name in ("repetition_penalty", "temperature", "top_p"):
+            _check_float(name, getattr(self, name))
+        if not isinstance(self.do_sample, bool | np.bool_):
+            raise ValueError(
+                f"GenerationConfig.do_sample must be True or False, got {self.do_sample!r}"
+            )
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ValueError(
+                f"GenerationConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}"
+            )
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(
-                f"min_new_tokens must lie in [0, max_new_tokens={self.max_new_tokens}], "
-                f"got {self.min_new_tokens}"
+                "GenerationConfig.min_new_tokens must lie in [0, max_new_tokens="
+                f"{self.max_new_tokens}], got {self.min_new_tokens}"
             )
-        if self.repetition_penalty <= 0 or self.temperature <= 0:
-            raise ValueError("repetition_penalty and temperature must be > 0")
-        if not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError(
-                f"top_p must lie in (0, 1] and top_k >= 0, got {self.top_p}, {self.top_k}"
-            )
+        for name in ("repetition_penalty", "temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"GenerationConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"GenerationConfig.top_p must lie in (0, 1], got {self.top_p}")
+
+    def check_vocab(self, vocab: int) -> None:
+        """The ids this config names exist in a vocabulary of ``vocab`` (the talker's)."""
+        for name in ("pad_id", "code_limit"):
+            value = getattr(self, name)
+            if value is not None and value > vocab - (name == "pad_id"):
+                raise ValueError(
+                    f"GenerationConfig.{name} is {value}, outside the talker's vocabulary of "
+                    f"{vocab} ids"
+                )
+        for name in ("stop_ids", "suppress_ids"):
+            outside = [i for i in getattr(self, name) if i >= vocab]
+            if outside:
+                raise ValueError(
+                    f"GenerationConfig.{name} holds {outside}, outside the talker's vocabulary "
+                    f"of {vocab} ids"
+                )
+
+
+def _check_int(name: str, value: Any, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(
+            f"GenerationConfig.{name} must be an integer, got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        raise ValueError(f"GenerationConfig.{name} must be >= {minimum}, got {value}")
+
+
+def _check_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(
+            f"GenerationConfig.{name} must be a number, got {type(value).__name__} {value!r}"
+        )
+    if not np.isfinite(value):
+        raise ValueError(f"GenerationConfig.{name} must be finite, got {value}")
 
 
 @dataclass
@@ -111,7 +166,23 @@ def _as_embeds(name: str, array: Any) -> np.ndarray:
         raise ValueError(f"{name} must be [batch, length, hidden], got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{name} must hold floats, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return check_finite(name, np.ascontiguousarray(array, dtype=np.float32))
+
+
+def check_finite(name: str, array: np.ndarray) -> np.ndarray:
+    """``array`` itself, or a ValueError naming the first NaN or infinite value's position.
+
+    A NaN embedding turns every logit NaN, and argmax of NaNs is id 0: codes that look
+    valid. Values beyond float32's range become inf when cast, and are caught here too.
+    """
+    finite = np.isfinite(array)
+    if not finite.all():
+        position = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"{name} holds a non-finite value ({array[position]}) at index {list(position)}: "
+            f"{int((~finite).sum())} of {array.size} values are NaN or infinite"
+        )
+    return array
 
 
 def check_generation_inputs(
@@ -252,6 +323,7 @@ def decode_loop(
     prompt_positions: Any = None,
 ) -> GenerationResult:
     """Prefill, then one call per code. With ``forced`` codes, feed those (teacher forcing)."""
+    config.check_vocab(vocab)
     batch, length, _ = prompt.shape
     positions, next_position = prompt_positions_or_default(prompt_positions, batch, length, start)
     prefix = prompt_codec_ids(batch, length)

@@ -1,153 +1,212 @@
-"""Published artifacts, verified by hash before anything loads them.
+"""The manifests of published artifacts: one typed schema, read by every reader.
 
-Two ways in:
+Two kinds of file, both ``manifest.json``:
 
-- a published set: ``<published>/manifest.json`` lists every artifact; name one by
-  component and variant;
-- one artifact folder on its own (e.g. fetched with ``dvc artifacts get``): its
-  ``manifest.json`` describes it alone.
+- a published set's, ``<published>/manifest.json``: every artifact's entry, what the gates
+  refused, the toolchain and the params of the run (:class:`PublishedSet`);
+- one artifact's own, in its folder (e.g. fetched alone with ``dvc artifacts get``): its
+  entry alone (:class:`ArtifactManifest`).
 
-Either way the folder must hold exactly the files its entry lists, each with its bytes and
-sha256; anything else is refused with the file and the problem named.
+publish writes them through these models and the loader, ``omniforge verify``, ``show``,
+``compare`` and ``release`` read them through these models, so every reader accepts exactly
+what the writer writes. Anything else (a wrong type, an impossible number, a missing key, a
+path that leaves the set) is an :class:`~omniforge.errors.ArtifactError` naming the file and
+the key.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal, TypeVar
 
-from omniforge.artifacts import DECODE, PREFILL, FileRecord, check_files, read_json_object
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from omniforge.artifacts import FileRecord, read_json
 from omniforge.errors import ArtifactError
-from omniforge.runtime.session import open_session
-from omniforge.runtime.talker import OnnxTalker
 
 MANIFEST_FILENAME = "manifest.json"
 MANIFEST_VERSION = 1
-ENTRY_KEYS = ("component", "variant", "path", "files")
+# Larger than any file this project writes (8 EiB), small enough for every int type.
+MAX_FILE_BYTES = 1 << 63
 
 
-def _check_version(manifest: dict[str, Any], path: Path) -> None:
-    if manifest["manifest_version"] != MANIFEST_VERSION:
+def _relative_inside(value: str) -> str:
+    """A relative POSIX path that stays inside the folder it is relative to."""
+    parts = value.split("/")
+    if (
+        not value
+        or PurePosixPath(value).is_absolute()
+        or "\\" in value
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise ValueError(f"{value!r} is not a relative path inside the set (no '..', not absolute)")
+    return value
+
+
+RelativePath = Annotated[str, AfterValidator(_relative_inside)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FileEntry(Record):
+    """One file of an artifact, relative to the artifact's folder."""
+
+    name: RelativePath
+    bytes: Annotated[int, Field(ge=0, lt=MAX_FILE_BYTES)]
+    sha256: Sha256
+
+    def record(self) -> FileRecord:
+        return FileRecord(self.name, self.bytes, self.sha256)
+
+
+class Metrics(Record):
+    """The figures that vetted an artifact: validate's, benchmark's, and their headline."""
+
+    parity: dict[str, Any]
+    benchmark: dict[str, Any]
+    headline: dict[str, Any]
+
+
+class ArtifactEntry(Record):
+    """One published component-variant: where it lies, its files, its I/O and its figures."""
+
+    component: Name
+    variant: Name
+    graph_kind: str
+    path: RelativePath
+    io: dict[Literal["inputs", "outputs"], list[dict[str, Any]]]
+    files: Annotated[list[FileEntry], Field(min_length=1)]
+    metrics: Metrics
+    source: dict[str, Any] | None
+    # A prefill/decode pair: role -> the subfolder holding that role's graph.
+    pair: dict[Name, RelativePath] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.component}/{self.variant}"
+
+    def records(self) -> list[FileRecord]:
+        return [entry.record() for entry in self.files]
+
+    def graph_folders(self) -> dict[str, str]:
+        """Role -> subfolder of each graph ("" -> "" for an artifact of one graph)."""
+        return dict(self.pair) if self.pair else {"": ""}
+
+    @model_validator(mode="after")
+    def _files_unique(self) -> ArtifactEntry:
+        names = [entry.name for entry in self.files]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"files lists {repeated} more than once")
+        return self
+
+
+class Refusal(Record):
+    """A candidate the gates held back, and why."""
+
+    component: Name
+    variant: Name
+    reasons: list[str]
+    refused_by: list[str]
+
+
+class PublishedSet(Record):
+    manifest_version: Literal[1]
+    artifacts: list[ArtifactEntry]
+    rejected: list[Refusal]
+    toolchain: dict[str, str]
+    params: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> PublishedSet:
+        for what, values in (
+            ("component/variant", [a.name for a in self.artifacts]),
+            ("path", [a.path for a in self.artifacts]),
+        ):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"artifacts repeat the {what} {repeated}")
+        return self
+
+    def find(self, component: str, variant: str) -> ArtifactEntry:
+        for artifact in self.artifacts:
+            if artifact.component == component and artifact.variant == variant:
+                return artifact
+        published = sorted(a.name for a in self.artifacts)
+        raise ArtifactError(f"{component}/{variant} is not published (published: {published})")
+
+
+class ArtifactManifest(Record):
+    manifest_version: Literal[1]
+    artifact: ArtifactEntry
+    toolchain: dict[str, str]
+    params: dict[str, Any]
+
+
+_Parsed = TypeVar("_Parsed", bound=Record)
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = [f"{path}: not a manifest this omniforge reads"]
+    for item in err.errors()[:8]:
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: missing")
+        elif item["type"] == "literal_error" and key == "manifest_version":
+            lines.append(
+                f"  manifest_version: {item.get('input')!r}, this omniforge reads version "
+                f"{MANIFEST_VERSION}"
+            )
+        else:
+            value = repr(item.get("input"))
+            value = value if len(value) <= 60 else value[:57] + "..."
+            lines.append(f"  {key}: {item['msg']} (got {value})")
+    if len(err.errors()) > 8:
+        lines.append(f"  … {len(err.errors()) - 8} more")
+    return "\n".join(lines)
+
+
+def _parse(kind: type[_Parsed], raw: Any, path: Path) -> _Parsed:
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found a {type(raw).__name__}")
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as err:
+        raise ArtifactError(_describe(err, path)) from None
+
+
+def parse_set(raw: Any, path: Path) -> PublishedSet:
+    """A published set's manifest from its parsed JSON (``path`` names it in errors)."""
+    if isinstance(raw, dict) and "artifact" in raw and "artifacts" not in raw:
         raise ArtifactError(
-            f"{path}: manifest version {manifest['manifest_version']!r}, "
-            f"this omniforge reads version {MANIFEST_VERSION}"
+            f"{path}: one artifact's manifest, not a published set's: load the folder itself"
         )
+    return _parse(PublishedSet, raw, path)
 
 
-def _check_entry(entry: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(entry, dict) or not set(ENTRY_KEYS) <= set(entry):
-        raise ArtifactError(
-            f"{path}: an artifact entry must be an object with {', '.join(ENTRY_KEYS)}"
-        )
-    return entry
-
-
-def load_manifest(published_dir: Path) -> dict[str, Any]:
-    """The published set's manifest, or an ArtifactError naming the file and what is wrong."""
-    path = Path(published_dir) / MANIFEST_FILENAME
-    manifest = read_json_object(path, required=("manifest_version", "artifacts"))
-    _check_version(manifest, path)
-    if not isinstance(manifest["artifacts"], list):
-        raise ArtifactError(f"{path}: 'artifacts' must be a list of entries")
-    for entry in manifest["artifacts"]:
-        _check_entry(entry, path)
-    return manifest
-
-
-def read_artifact(folder: Path) -> dict[str, Any]:
-    """The entry an artifact folder's own manifest.json holds."""
-    path = Path(folder) / MANIFEST_FILENAME
-    manifest = read_json_object(path, required=("manifest_version",))
-    _check_version(manifest, path)
-    if "artifact" not in manifest:
+def parse_artifact(raw: Any, path: Path) -> ArtifactManifest:
+    """One artifact's own manifest from its parsed JSON."""
+    if isinstance(raw, dict) and "artifacts" in raw and "artifact" not in raw:
         raise ArtifactError(
             f"{path}: not one artifact's manifest (a published set's? name the component and "
             "variant to load)"
         )
-    return _check_entry(manifest["artifact"], path)
+    return _parse(ArtifactManifest, raw, path)
 
 
-def find_artifact(manifest: dict[str, Any], component: str, variant: str) -> dict[str, Any]:
-    for artifact in manifest["artifacts"]:
-        if artifact["component"] == component and artifact["variant"] == variant:
-            return artifact
-    published = sorted(f"{a['component']}/{a['variant']}" for a in manifest["artifacts"])
-    raise ArtifactError(f"{component}/{variant} is not published (published: {published})")
+def load_manifest(published_dir: Path) -> PublishedSet:
+    """The published set's manifest, or an ArtifactError naming the file and what is wrong."""
+    path = Path(published_dir) / MANIFEST_FILENAME
+    return parse_set(read_json(path), path)
 
 
-def verify_folder(directory: Path, artifact: dict[str, Any], what: str) -> Path:
-    """``directory`` holds exactly the files ``artifact`` lists, byte for byte.
-
-    Refuses an entry that lists no files, a listed file missing, resized or with another
-    sha256, and any file beside the graph that the entry does not list.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: listed in the manifest but missing")
-    try:
-        records = [FileRecord.from_dict(raw) for raw in artifact["files"]]
-    except (KeyError, TypeError, ValueError) as err:
-        raise ArtifactError(f"{directory}: malformed file record in {what}: {err!r}") from None
-    check_files(directory, records, what, ignore=(MANIFEST_FILENAME,))
-    return directory
-
-
-def verify_artifact(published_dir: Path, artifact: dict[str, Any]) -> Path:
-    """An artifact of a published set, checked against the set's manifest."""
-    return verify_folder(Path(published_dir) / artifact["path"], artifact, "the manifest")
-
-
-def verify_all(published_dir: Path) -> list[str]:
-    """Verify every published artifact; returns ``component/variant`` of each one checked."""
-    manifest = load_manifest(published_dir)
-    for artifact in manifest["artifacts"]:
-        verify_artifact(published_dir, artifact)
-    return [f"{a['component']}/{a['variant']}" for a in manifest["artifacts"]]
-
-
-def locate(
-    path: Path, component: str | None = None, variant: str | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """A verified artifact: by component and variant in a published set, or ``path`` itself
-    when it is one artifact's folder."""
-    path = Path(path)
-    if component is None and variant is None:
-        entry = read_artifact(path)
-        return verify_folder(path, entry, f"{path / MANIFEST_FILENAME}"), entry
-    if component is None or variant is None:
-        raise ValueError("name both the component and the variant, or neither")
-    entry = find_artifact(load_manifest(path), component, variant)
-    return verify_artifact(path, entry), entry
-
-
-def load_session(
-    path: Path, component: str | None = None, variant: str | None = None, threads: int = 0
-) -> Any:
-    """An onnxruntime session for a published artifact, after verifying its hashes."""
-    directory, entry = locate(path, component, variant)
-    if "pair" in entry:
-        raise ArtifactError(
-            f"{directory}: a prefill/decode pair, not one graph: load it with load_talker"
-        )
-    return open_session(directory, threads=threads)
-
-
-def load_talker(
-    path: Path,
-    component: str | None = None,
-    variant: str | None = None,
-    threads: int | None = None,
-    **options: Any,
-) -> Any:
-    """An ``OnnxTalker`` for a published KV-cache talker (a pair too), after verifying it.
-
-    ``options`` go to ``OnnxTalker`` (e.g. ``max_cache_length``).
-    """
-    directory, entry = locate(path, component, variant)
-    if "pair" in entry:
-        return OnnxTalker(
-            open_session(directory / DECODE, threads),
-            prefill=open_session(directory / PREFILL, threads),
-            **options,
-        )
-    return OnnxTalker(open_session(directory, threads), **options)
+def read_artifact(folder: Path) -> ArtifactEntry:
+    """The entry an artifact folder's own manifest.json holds."""
+    path = Path(folder) / MANIFEST_FILENAME
+    return parse_artifact(read_json(path), path).artifact

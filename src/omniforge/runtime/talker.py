@@ -1,6 +1,6 @@
 """The talker KV-cache graph in onnxruntime, between the thinker and Token2Wav::
 
-    talker = OnnxTalker.load("models/published/talker_fused/int4", threads=2)
+    talker = load_talker("models/published", "talker_fused", "int4", threads=2)  # verified
     result = talker.generate(prompt_embeds, reply_embeds, GenerationConfig(code_limit=8193))
     for codes in result.audio_codes():   # per row, control ids stripped: Token2Wav input
         ...
@@ -34,11 +34,12 @@ from omniforge.runtime.generation import (
     GenerationConfig,
     GenerationResult,
     StepFn,
+    check_finite,
     check_generation_inputs,
     decode_loop,
     teacher_forced_logits,
 )
-from omniforge.runtime.session import BoundRun, open_session
+from omniforge.runtime.session import BoundRun, open_unverified_session
 from omniforge.talker_io import (
     PAST_PREFIX,
     TalkerDims,
@@ -97,8 +98,11 @@ class KVCache:
                         f"past layer {index}: expected [batch, kv_heads, length, head_dim], "
                         f"got shape {array.shape}"
                     )
+                contiguous = np.ascontiguousarray(array, dtype=np.float32)
                 values.append(
-                    ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+                    ort.OrtValue.ortvalue_from_numpy(
+                        check_finite(f"past layer {index}", contiguous)
+                    )
                 )
         shape = values[0].shape()
         return cls(values, batch=int(shape[0]), length=int(shape[2]))
@@ -197,24 +201,6 @@ class OnnxTalker:
     @property
     def vocab(self) -> int:
         return self.layout.vocab
-
-    @classmethod
-    def load(
-        cls,
-        model: str | Path,
-        threads: int | None = None,
-        *,
-        prefill: str | Path | None = None,
-        max_cache_length: int = DEFAULT_MAX_CACHE_LENGTH,
-    ) -> OnnxTalker:
-        """Open an artifact directory (or a ``.onnx`` file) on the CPU provider.
-
-        ``threads``: onnxruntime's intra-op threads; None leaves onnxruntime's default.
-        ``prefill``: another graph of the same layout, run for the prompt.
-        """
-        session = open_session(model, threads)
-        prefill_session = open_session(prefill, threads) if prefill is not None else None
-        return cls(session, prefill=prefill_session, max_cache_length=max_cache_length)
 
     def empty_cache(self, batch: int, capacity: int | None = None) -> KVCache:
         """An empty cache; a fused graph's holds ``capacity`` positions (default: the most)."""
@@ -431,6 +417,24 @@ class OnnxTalker:
         return BoundRun(session, bound, outputs=presents, keep=cache)
 
 
+def open_unverified_talker(
+    model: str | Path,
+    threads: int | None = None,
+    *,
+    prefill: str | Path | None = None,
+    max_cache_length: int = DEFAULT_MAX_CACHE_LENGTH,
+) -> OnnxTalker:
+    """An ``OnnxTalker`` on graphs opened by path and checked against nothing: for the build
+    stages, on variants not yet vetted (see ``open_unverified_session``). A voice pipeline
+    uses ``load_talker``.
+
+    ``prefill``: another graph of the same layout, run for the prompt.
+    """
+    session = open_unverified_session(model, threads)
+    prefill_session = open_unverified_session(prefill, threads) if prefill is not None else None
+    return OnnxTalker(session, prefill=prefill_session, max_cache_length=max_cache_length)
+
+
 def _fixed_dim(shape: Sequence[Any], axis: int, name: str) -> int:
     dim = shape[axis]
     if not isinstance(dim, int):
@@ -439,7 +443,7 @@ def _fixed_dim(shape: Sequence[Any], axis: int, name: str) -> int:
 
 
 def generate_codes(
-    talker: OnnxTalker | str | Path,
+    talker: OnnxTalker,
     prompt_embeds: np.ndarray,
     reply_embeds: np.ndarray,
     config: GenerationConfig | None = None,
@@ -447,12 +451,12 @@ def generate_codes(
     return_logits: bool = False,
     past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     prompt_positions: np.ndarray | None = None,
-    threads: int | None = None,
 ) -> GenerationResult:
-    """Generate codec ids through onnxruntime: a loaded ``OnnxTalker`` or an artifact directory.
+    """Generate codec ids through onnxruntime with a talker loaded by ``load_talker``.
 
     Args:
-        talker: the talker graph, loaded or as a directory holding ``model.onnx``.
+        talker: the talker graph, e.g. ``load_talker("models/published", "talker_fused",
+            "hybrid", threads=2)`` (its hashes verified, its bytes the ones hashed).
         prompt_embeds: [batch, T >= 2, E] float, transformers' ``talker_inputs_embeds``.
         reply_embeds: [batch, R >= 1, E] float, transformers' ``thinker_reply_part``.
         config: code choice and stopping; greedy with bos suppressed by default.
@@ -460,15 +464,18 @@ def generate_codes(
         past: a cache the prompt continues, e.g. a precomputed shared prefix.
         prompt_positions: the prompt's mrope rows [3, batch, T] when they differ (images,
             video); by default three equal rows counting from the past's length.
-        threads: onnxruntime intra-op threads when ``talker`` is a path.
 
     Raises:
         ContractError: hidden size or past layout that does not match the graph.
-        ValueError: malformed shapes, batch mismatch, an empty prompt or reply, or a
-            generation longer than the talker's ``max_cache_length``.
+        ValueError: malformed shapes, non-finite values, batch mismatch, an empty prompt or
+            reply, or a generation longer than the talker's ``max_cache_length``.
     """
-    runtime = talker if isinstance(talker, OnnxTalker) else OnnxTalker.load(talker, threads)
-    return runtime.generate(
+    if not isinstance(talker, OnnxTalker):
+        raise TypeError(
+            f"generate_codes takes a loaded talker, got {type(talker).__name__}: load a "
+            "published one with omniforge.runtime.load_talker(path), which verifies it"
+        )
+    return talker.generate(
         prompt_embeds,
         reply_embeds,
         config,

@@ -19,7 +19,7 @@ from omniforge.components.base import talker_dims
 from omniforge.errors import ContractError
 from omniforge.reference import torch_generate_codes
 from omniforge.runtime.generation import GenerationConfig, GenerationResult
-from omniforge.runtime.talker import OnnxTalker
+from omniforge.runtime.talker import OnnxTalker, open_unverified_talker
 from omniforge.talker_io import CONTROL_IDS, generation_inputs, strip_control_ids
 
 if TYPE_CHECKING:
@@ -144,13 +144,15 @@ class GenerationCheck:
     def check(self, variant: str, directory: Path) -> dict[str, Any]:
         return self.check_talker(
             variant,
-            OnnxTalker.load(directory, GENERATION_THREADS, max_cache_length=self.max_cache_length),
+            open_unverified_talker(
+                directory, GENERATION_THREADS, max_cache_length=self.max_cache_length
+            ),
             str(directory),
         )
 
     def check_pair(self, variant: str, prefill_dir: Path, decode_dir: Path) -> dict[str, Any]:
         """A prefill/decode pair generating as one talker."""
-        talker = OnnxTalker.load(
+        talker = open_unverified_talker(
             decode_dir,
             GENERATION_THREADS,
             prefill=prefill_dir,

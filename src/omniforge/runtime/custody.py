@@ -1,0 +1,221 @@
+"""Published artifacts verified by hash, and loaded from the very bytes that were hashed.
+
+Two ways in:
+
+- a published set: ``<published>/manifest.json`` lists every artifact; name one by
+  component and variant;
+- one artifact folder on its own (e.g. fetched with ``dvc artifacts get``): its
+  ``manifest.json`` describes it alone.
+
+Either way the folder must hold exactly the files its entry lists, each with its bytes and
+sha256, and lie inside the set; anything else is refused with the file and the problem
+named. Loading reads each graph's files into memory once, hashes those bytes and gives them
+to onnxruntime from memory: a file swapped on disk between the check and the load cannot be
+what runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omniforge.artifacts import (
+    DECODE,
+    MODEL_FILENAME,
+    PREFILL,
+    check_digest,
+    check_listing,
+    read_hashed,
+)
+from omniforge.errors import ArtifactError, CustodyError
+from omniforge.runtime.manifest import (
+    MANIFEST_FILENAME,
+    ArtifactEntry,
+    load_manifest,
+    read_artifact,
+)
+from omniforge.runtime.session import open_session_in_memory
+from omniforge.runtime.talker import OnnxTalker
+
+
+@dataclass(frozen=True)
+class Located:
+    """An artifact found and listed (every file present, of its recorded size; none extra),
+    not yet hashed."""
+
+    directory: Path
+    entry: ArtifactEntry
+    # How messages name the record the files are checked against.
+    what: str
+
+
+def _inside(directory: Path, root: Path, what: str) -> Path:
+    """``directory``, refused unless its real path lies inside ``root``'s."""
+    if not directory.resolve().is_relative_to(root.resolve()):
+        raise CustodyError(f"{directory}: {what} points outside {root} (a link leaving the set)")
+    return directory
+
+
+def _listed(directory: Path, entry: ArtifactEntry, what: str) -> Located:
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: listed in {what} but missing")
+    check_listing(directory, entry.records(), what, ignore=(MANIFEST_FILENAME,))
+    return Located(directory, entry, what)
+
+
+def find(path: Path, component: str | None = None, variant: str | None = None) -> Located:
+    """An artifact, by component and variant in a published set, or ``path`` itself when it
+    is one artifact's folder; listed but not hashed (see :func:`verify`)."""
+    path = Path(path)
+    if component is None and variant is None:
+        return _listed(path, read_artifact(path), str(path / MANIFEST_FILENAME))
+    if component is None or variant is None:
+        raise ValueError("name both the component and the variant, or neither")
+    entry = load_manifest(path).find(component, variant)
+    directory = _inside(path / entry.path, path, f"the manifest's path {entry.path!r}")
+    return _listed(directory, entry, "the manifest")
+
+
+def verify(located: Located, skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """Hash every file of a listed artifact (but those in ``skip``) against its record."""
+    for record in located.entry.records():
+        if record.name not in skip:
+            check_digest(located.directory / record.name, record, located.what)
+
+
+def verify_artifact(path: Path, component: str | None = None, variant: str | None = None) -> str:
+    """Verify one artifact (see :func:`find`); returns its ``component/variant``."""
+    located = find(path, component, variant)
+    verify(located)
+    return located.entry.name
+
+
+def verify_all(published_dir: Path) -> list[str]:
+    """Verify every artifact of a published set, and that the set holds nothing else;
+    returns ``component/variant`` of each one checked."""
+    published_dir = Path(published_dir)
+    manifest = load_manifest(published_dir)
+    _check_nothing_stray(published_dir, [a.path for a in manifest.artifacts])
+    for entry in manifest.artifacts:
+        directory = _inside(published_dir / entry.path, published_dir, f"path {entry.path!r}")
+        verify(_listed(directory, entry, "the manifest"))
+    return [a.name for a in manifest.artifacts]
+
+
+def _check_nothing_stray(root: Path, paths: list[str]) -> None:
+    """Every file or folder of a set is its manifest, an artifact's, or on the way to one."""
+    artifacts = {Path(p) for p in paths}
+    on_the_way = {parent for p in artifacts for parent in p.parents}
+    for item in sorted(root.rglob("*")):
+        relative = item.relative_to(root)
+        if relative in artifacts or (relative in on_the_way and item.is_dir()):
+            continue
+        if relative == Path(MANIFEST_FILENAME) or any(a in relative.parents for a in artifacts):
+            continue
+        kind = "folder" if item.is_dir() else "file"
+        raise CustodyError(
+            f"{item}: a {kind} the manifest does not list (a published set holds its manifest "
+            "and its artifacts only)"
+        )
+
+
+def external_locations(model: bytes | bytearray, what: str) -> list[str]:
+    """The external data files a graph's tensors name, each a relative path in its folder."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    try:
+        proto = onnx.load_model_from_string(bytes(model))
+    except Exception as err:  # protobuf raises its own DecodeError
+        raise ArtifactError(f"{what}: not an ONNX graph: {err}") from None
+    locations = sorted(
+        {
+            ExternalDataInfo(tensor).location
+            for tensor in _get_all_tensors(proto)
+            if uses_external_data(tensor)
+        }
+    )
+    for location in locations:
+        parts = Path(location).parts
+        if not location or Path(location).is_absolute() or ".." in parts:
+            raise CustodyError(f"{what}: external data {location!r} leaves the graph's folder")
+    return locations
+
+
+def read_graph(located: Located, folder: str) -> tuple[bytearray, dict[str, bytearray]]:
+    """One graph's ``model.onnx`` and external data, read once into memory and hashed.
+
+    Returns the bytes onnxruntime is to run: the graph and ``{location: data}``. Every file
+    must be one the entry lists; its bytes are checked against its sha256.
+    """
+    records = {record.name: record for record in located.entry.records()}
+
+    def read(name: str) -> bytearray:
+        record = records.get(name)
+        path = located.directory / name
+        if record is None:
+            raise CustodyError(f"{path}: the graph needs it but {located.what} does not list it")
+        data, digest = read_hashed(path, record.bytes)
+        check_digest(path, record, located.what, digest)
+        return data
+
+    prefix = f"{folder}/" if folder else ""
+    model = read(prefix + MODEL_FILENAME)
+    where = str(located.directory / (prefix + MODEL_FILENAME))
+    data = {location: read(prefix + location) for location in external_locations(model, where)}
+    return model, data
+
+
+def _sessions(located: Located, threads: int | None) -> dict[str, Any]:
+    """Every graph of a listed artifact as a session, by role, run from the hashed bytes.
+
+    One graph at a time is read, hashed, handed to onnxruntime and dropped, so memory holds
+    one graph's bytes at most besides the sessions; then the artifact's other files are
+    hashed. Any mismatch raises, and the sessions made so far are dropped with it.
+    """
+    sessions = {}
+    read: set[str] = set()
+    for role, folder in located.entry.graph_folders().items():
+        model, data = read_graph(located, folder)
+        prefix = f"{folder}/" if folder else ""
+        read |= {prefix + MODEL_FILENAME, *(prefix + location for location in data)}
+        where = str(located.directory / prefix / MODEL_FILENAME)
+        sessions[role] = open_session_in_memory(model, data, threads, where)
+        del model, data
+    verify(located, skip=read)
+    return sessions
+
+
+def load_session(
+    path: Path, component: str | None = None, variant: str | None = None, threads: int = 0
+) -> Any:
+    """An onnxruntime session for a published artifact, run from the bytes its hashes cover.
+
+    ``path``: a published set (then name ``component`` and ``variant``) or one artifact's
+    folder. ``threads``: onnxruntime's intra-op threads (0: its default).
+    """
+    located = find(path, component, variant)
+    if located.entry.pair:
+        raise ArtifactError(
+            f"{located.directory}: a prefill/decode pair, not one graph: load it with load_talker"
+        )
+    return _sessions(located, threads)[""]
+
+
+def load_talker(
+    path: Path,
+    component: str | None = None,
+    variant: str | None = None,
+    threads: int | None = None,
+    **options: Any,
+) -> OnnxTalker:
+    """An ``OnnxTalker`` for a published KV-cache talker (a pair too), run from verified bytes.
+
+    ``options`` go to ``OnnxTalker`` (e.g. ``max_cache_length``).
+    """
+    located = find(path, component, variant)
+    sessions = _sessions(located, threads)
+    if located.entry.pair:
+        return OnnxTalker(sessions[DECODE], prefill=sessions[PREFILL], **options)
+    return OnnxTalker(sessions[""], **options)

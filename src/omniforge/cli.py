@@ -24,7 +24,6 @@ from rich.table import Table
 
 from omniforge.artifacts import read_json, read_json_object
 from omniforge.errors import OmniforgeError
-from omniforge.publish.headline import HEADLINE_KEYS, headline
 from omniforge.runtime.custody import verify_all, verify_artifact
 from omniforge.runtime.manifest import MANIFEST_FILENAME, ArtifactEntry, load_manifest
 
@@ -163,6 +162,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The headline figures of every published variant (and what was refused), one row each."""
+    from omniforge.publish.headline import HEADLINE_KEYS
+
     rows = _rows(_folder(directory))
     if as_json:
         typer.echo(json.dumps(dict(rows), indent=2))
@@ -196,6 +197,8 @@ def compare(
     directory: Annotated[Path, typer.Option(help="the published set")] = PUBLISHED,
 ) -> None:
     """Two published variants side by side: each headline figure and their ratio."""
+    from omniforge.publish.headline import HEADLINE_KEYS, headline
+
     manifest = load_manifest(_folder(directory))
     entries = [_published(manifest, name) for name in (first, second)]
     figures = [headline(e.metrics.parity, e.metrics.benchmark, True, []) for e in entries]

@@ -72,9 +72,10 @@ def dvc_repo(repo: Path) -> Iterator[Any]:
     """DVC's Repo of ``repo``; what DVC refuses (no DVC project, a remote it cannot reach)
     becomes a ReleaseError that says so."""
     from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.repo import Repo
 
     try:
-        with dvc_repo(repo) as dvc:
+        with Repo(str(repo)) as dvc:
             yield dvc
     except NotDvcRepoError:
         raise ReleaseError(
@@ -87,6 +88,11 @@ def dvc_repo(repo: Path) -> Iterator[Any]:
 
 def check_releasable(repo: Path) -> None:
     """What is published is reproduced by the committed pipeline."""
+    if _git(repo, "rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
+        raise ReleaseError(
+            f"{repo} is not in a git repository: run `omniforge release` in the omniforge "
+            "repository whose pipeline published the models"
+        )
     if _git(repo, "status", "--porcelain", "--", "dvc.lock", "dvc.yaml", "params.yaml"):
         raise ReleaseError(
             "dvc.lock, dvc.yaml or params.yaml has uncommitted changes: commit the run you "

@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -156,31 +157,39 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def read_hashed(path: Path, size: int, chunk: int = 1 << 24) -> tuple[bytearray, str]:
-    """The first ``size`` bytes of a file, read once, and the sha256 of exactly those bytes.
+def copy_hashed(source: Path, target: Path, size: int, chunk: int = 1 << 24) -> str:
+    """Copy the first ``size`` bytes of ``source`` to a new file ``target`` (read-only), and
+    return the sha256 of exactly the bytes written.
 
-    Whatever happens to the file afterwards (rewritten, swapped by a rename), the bytes
-    returned are the bytes hashed: the way to hand verified weights to onnxruntime.
+    One pass: each block read is hashed and written. Whatever happens to ``source`` later
+    (rewritten in place, swapped by a rename), ``target`` holds the bytes that were hashed.
     """
-    path = Path(path)
+    source, target = Path(source), Path(target)
     if size >= LARGE_FILE_BYTES:
-        log.info("reading and hashing %s (%.1f GB)", path, size / 1e9)
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+        log.info("copying and hashing %s (%.1f GB)", source, size / 1e9)
     digest = hashlib.sha256()
-    filled = 0
-    with open(path, "rb") as handle:
-        while filled < size:
-            read = handle.readinto(view[filled : filled + chunk])
-            if not read:
-                break
-            digest.update(view[filled : filled + read])
-            filled += read
-        longer = handle.read(1)
-    view.release()
-    if filled != size or longer:
-        raise CustodyError(f"{path}: changed size while it was read (expected {size} bytes)")
-    return buffer, digest.hexdigest()
+    copied = 0
+    # Each block is written by a second thread while the next is read and hashed: both
+    # release the GIL, so a copy costs little more than the hash on two cores.
+    with (
+        open(source, "rb") as reader,
+        open(target, "xb") as writer,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        writing: Future[int] | None = None
+        while copied < size and (block := reader.read(min(chunk, size - copied))):
+            digest.update(block)
+            if writing is not None:
+                writing.result()
+            writing = pool.submit(writer.write, block)
+            copied += len(block)
+        if writing is not None:
+            writing.result()
+        longer = reader.read(1)
+    target.chmod(0o400)
+    if copied != size or longer:
+        raise CustodyError(f"{source}: changed size while it was read (expected {size} bytes)")
+    return digest.hexdigest()
 
 
 def artifact_files(directory: Path, exclude: tuple[str, ...] = ()) -> list[FileRecord]:

@@ -9,13 +9,16 @@ Two ways in:
 
 Either way the folder must hold exactly the files its entry lists, each with its bytes and
 sha256, and lie inside the set; anything else is refused with the file and the problem
-named. Loading reads each graph's files into memory once, hashes those bytes and gives them
-to onnxruntime from memory: a file swapped on disk between the check and the load cannot be
-what runs.
+named. Loading copies each graph's files into a private folder, hashing the bytes on the way,
+and onnxruntime opens that copy: a file swapped or rewritten in the artifact between the
+check and the load cannot be what runs.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +29,20 @@ from omniforge.artifacts import (
     PREFILL,
     check_digest,
     check_listing,
-    read_hashed,
+    copy_hashed,
 )
-from omniforge.errors import ArtifactError, CustodyError
+from omniforge.errors import ArtifactError, CustodyError, WorkspaceError
 from omniforge.runtime.manifest import (
     MANIFEST_FILENAME,
     ArtifactEntry,
     load_manifest,
     read_artifact,
 )
-from omniforge.runtime.session import open_session_in_memory
+from omniforge.runtime.session import open_unverified_session
 from omniforge.runtime.talker import OnnxTalker
+
+# A RAM-backed file system on Linux: the private copies of graphs go there when it has room.
+SHARED_MEMORY = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -120,15 +126,15 @@ def _check_nothing_stray(root: Path, paths: list[str]) -> None:
         )
 
 
-def external_locations(model: bytes | bytearray, what: str) -> list[str]:
+def external_locations(model: Path) -> list[str]:
     """The external data files a graph's tensors name, each a relative path in its folder."""
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
     try:
-        proto = onnx.load_model_from_string(bytes(model))
+        proto = onnx.load(str(model), load_external_data=False)
     except Exception as err:  # protobuf raises its own DecodeError
-        raise ArtifactError(f"{what}: not an ONNX graph: {err}") from None
+        raise ArtifactError(f"{model}: not an ONNX graph: {err}") from None
     locations = sorted(
         {
             ExternalDataInfo(tensor).location
@@ -139,51 +145,73 @@ def external_locations(model: bytes | bytearray, what: str) -> list[str]:
     for location in locations:
         parts = Path(location).parts
         if not location or Path(location).is_absolute() or ".." in parts:
-            raise CustodyError(f"{what}: external data {location!r} leaves the graph's folder")
+            raise CustodyError(f"{model}: external data {location!r} leaves the graph's folder")
     return locations
 
 
-def read_graph(located: Located, folder: str) -> tuple[bytearray, dict[str, bytearray]]:
-    """One graph's ``model.onnx`` and external data, read once into memory and hashed.
+def copy_graph(located: Located, folder: str, into: Path) -> list[str]:
+    """One graph's ``model.onnx`` and external data, copied into ``into`` (a private folder)
+    and hashed on the way; returns the names copied, as the entry lists them.
 
-    Returns the bytes onnxruntime is to run: the graph and ``{location: data}``. Every file
-    must be one the entry lists; its bytes are checked against its sha256.
+    Every file must be one the entry lists, and the bytes copied must have its sha256. The
+    copy is what onnxruntime opens: a file swapped or rewritten in the artifact afterwards
+    changes nothing that runs.
     """
     records = {record.name: record for record in located.entry.records()}
-
-    def read(name: str) -> bytearray:
-        record = records.get(name)
-        path = located.directory / name
-        if record is None:
-            raise CustodyError(f"{path}: the graph needs it but {located.what} does not list it")
-        data, digest = read_hashed(path, record.bytes)
-        check_digest(path, record, located.what, digest)
-        return data
-
     prefix = f"{folder}/" if folder else ""
-    model = read(prefix + MODEL_FILENAME)
-    where = str(located.directory / (prefix + MODEL_FILENAME))
-    data = {location: read(prefix + location) for location in external_locations(model, where)}
-    return model, data
+
+    def copy(relative: str) -> str:
+        name = prefix + relative
+        record = records.get(name)
+        source = located.directory / name
+        if record is None:
+            raise CustodyError(f"{source}: the graph needs it but {located.what} does not list it")
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        check_digest(source, record, located.what, copy_hashed(source, target, record.bytes))
+        return name
+
+    copied = [copy(MODEL_FILENAME)]
+    for location in external_locations(into / MODEL_FILENAME):
+        copied.append(copy(location))
+    return copied
+
+
+def scratch_folder(needed: int) -> Path:
+    """Where a graph's private copy goes: shared memory when it has room (a copy into RAM
+    costs about half of what hashing does; onto disk, several times that), else the
+    system's temporary directory; refused, naming both, when neither has room."""
+    candidates = [Path(SHARED_MEMORY)] if Path(SHARED_MEMORY).is_dir() else []
+    candidates.append(Path(tempfile.gettempdir()))
+    for folder in candidates:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if free >= needed + (needed >> 3) and os.access(folder, os.W_OK):
+            return folder
+    raise WorkspaceError(
+        f"no room for a private copy of {needed / 1e9:.2f} GB to load from (in "
+        f"{' or '.join(map(str, candidates))}): free space there, or point TMPDIR elsewhere"
+    )
 
 
 def _sessions(located: Located, threads: int | None) -> dict[str, Any]:
     """Every graph of a listed artifact as a session, by role, run from the hashed bytes.
 
-    One graph at a time is read, hashed, handed to onnxruntime and dropped, so memory holds
-    one graph's bytes at most besides the sessions; then the artifact's other files are
-    hashed. Any mismatch raises, and the sessions made so far are dropped with it.
+    Each graph is copied, hashed on the way, into a private folder (mode 0700, see
+    :func:`scratch_folder`) and opened from there, one at a time; the copy is removed as soon
+    as its session exists. Then the artifact's other files are hashed. Any mismatch raises,
+    and the sessions made so far are dropped with it.
     """
     sessions = {}
-    read: set[str] = set()
+    copied: set[str] = set()
+    scratch = scratch_folder(sum(record.bytes for record in located.entry.records()))
     for role, folder in located.entry.graph_folders().items():
-        model, data = read_graph(located, folder)
-        prefix = f"{folder}/" if folder else ""
-        read |= {prefix + MODEL_FILENAME, *(prefix + location for location in data)}
-        where = str(located.directory / prefix / MODEL_FILENAME)
-        sessions[role] = open_session_in_memory(model, data, threads, where)
-        del model, data
-    verify(located, skip=read)
+        with tempfile.TemporaryDirectory(prefix="omniforge-verified-", dir=scratch) as private:
+            copied.update(copy_graph(located, folder, Path(private)))
+            sessions[role] = open_unverified_session(Path(private), threads)
+    verify(located, skip=copied)
     return sessions
 
 

@@ -53,12 +53,12 @@ def share_thread_pool(threads: int) -> None:
 
 def open_unverified_session(model: str | Path, threads: int | None = 1) -> Any:
     """An onnxruntime CPU session for a graph on disk (an artifact directory or a ``.onnx``),
-    opened by path and checked against nothing.
+    opened by path and checked against nothing here.
 
-    For the build stages only (validate and benchmark open variants that are not vetted
-    yet, and record the hashes of what they open); a voice pipeline loads published
-    artifacts with ``load_session``/``load_talker``, which verify them and hand onnxruntime
-    the bytes they hashed.
+    The build stages open variants not vetted yet with it (validate and benchmark record
+    the hashes of what they open), and the loader opens the private copy it has just
+    hashed. A voice pipeline loads published artifacts with ``load_session`` and
+    ``load_talker``, which verify them first.
 
     One thread by default: reductions split over threads round differently, and parity
     figures should not depend on the machine's core count. Benchmarks pass their own;
@@ -76,33 +76,6 @@ def open_unverified_session(model: str | Path, threads: int | None = 1) -> Any:
         )
     except ORT_ERRORS as err:
         raise ArtifactError(f"{path}: onnxruntime cannot load this graph: {err}") from err
-
-
-def open_session_in_memory(
-    model: bytes | bytearray,
-    external_data: Mapping[str, bytearray],
-    threads: int | None,
-    what: str,
-) -> Any:
-    """A CPU session on a graph and its external data files given as bytes, never by path.
-
-    ``external_data`` maps each location the graph's tensors name to that file's bytes;
-    onnxruntime copies what it needs while the session is created, so the caller may drop
-    the buffers afterwards. Given no path, onnxruntime would resolve a location missing from
-    the table against the working directory: the caller passes every location the graph
-    names (see ``custody.external_locations``).
-    """
-    options = session_options(threads, what)
-    if external_data:
-        names = list(external_data)
-        buffers = [external_data[name] for name in names]
-        options.add_external_initializers_from_files_in_memory(
-            names, buffers, [len(buffer) for buffer in buffers]
-        )
-    try:
-        return ort.InferenceSession(bytes(model), sess_options=options, providers=CPU_PROVIDERS)
-    except ORT_ERRORS as err:
-        raise ArtifactError(f"{what}: onnxruntime cannot load this graph: {err}") from err
 
 
 def session_options(threads: int | None, what: str) -> Any:

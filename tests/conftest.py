@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TOKEN2WAV_COMPONENTS
 
 from omniforge.artifacts import variant_dir
 from omniforge.components import get_component
@@ -16,7 +17,13 @@ from omniforge.passes.quantize import quantize_artifact
 from omniforge.passes.simplify import simplify_artifact
 from omniforge.sources.synthetic import SyntheticSource
 
-TINY_COMPONENTS = ("talker", "talker_kv", "talker_fused", "projection")
+TINY_COMPONENTS = (
+    "talker",
+    "talker_kv",
+    "talker_fused",
+    "projection",
+    *TOKEN2WAV_COMPONENTS,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

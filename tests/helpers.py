@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 HIDDEN = 64  # the tiny preset's thinker hidden size
+# The graphs Token2Wav is cut into, one component each.
+TOKEN2WAV_COMPONENTS = ("token2wav_conditioning", "token2wav_dit", "token2wav_vocoder")
 
 
 def thinker_states(

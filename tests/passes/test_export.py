@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import TOKEN2WAV_COMPONENTS
 
 from omniforge.artifacts import SOURCE_FILENAME, artifact_bytes, artifact_files, graph_signature
 from omniforge.components import get_component
@@ -48,7 +49,7 @@ def test_export_writes_external_data_and_the_source_record(
     assert sizes["external_data_bytes"] > 10 * sizes["graph_bytes"]
 
 
-@pytest.mark.parametrize("name", ["talker", "projection"])
+@pytest.mark.parametrize("name", ["talker", "projection", *TOKEN2WAV_COMPONENTS])
 def test_io_names_and_dynamic_axes(
     tiny_variants: dict, tiny_source: SyntheticSource, name: str
 ) -> None:
@@ -65,7 +66,16 @@ def test_io_names_and_dynamic_axes(
             assert isinstance(value["shape"][axis], str), (value, axis)
 
 
-@pytest.mark.parametrize(("name", "batch", "length"), [("talker", 3, 5), ("projection", 3, 17)])
+@pytest.mark.parametrize(
+    ("name", "batch", "length"),
+    [
+        ("talker", 3, 5),
+        ("projection", 3, 17),
+        ("token2wav_conditioning", 3, 11),
+        ("token2wav_dit", 5, 37),
+        ("token2wav_vocoder", 3, 9),
+    ],
+)
 def test_fp32_matches_torch_at_another_shape(
     tiny_variants: dict, tiny_source: SyntheticSource, name: str, batch: int, length: int
 ) -> None:

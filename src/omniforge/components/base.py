@@ -6,6 +6,7 @@ per input and output, used both to export and to prove the dims are dynamic.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -109,6 +110,10 @@ class Component(ABC):
             }
             for name, axes in self.input_axes(configs).items()
         }
+
+    def exporting(self) -> contextlib.AbstractContextManager[Any]:
+        """What must hold while the exporter traces the module (nothing, by default)."""
+        return contextlib.nullcontext()
 
     def export_args(self, example: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """How the example inputs reach ``forward`` when exporting: as keywords by default.

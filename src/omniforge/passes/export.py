@@ -47,7 +47,11 @@ def export_component(
     args, kwargs = component.export_args(example)
     started = time.perf_counter()
     log.info("%s: exporting with the dynamo exporter (opset %d)", component.name, params.opset)
-    with torch.no_grad(), heartbeat(log, f"{component.name}: exporting"):
+    with (
+        torch.no_grad(),
+        component.exporting(),
+        heartbeat(log, f"{component.name}: exporting"),
+    ):
         program = torch.onnx.export(
             module,
             args=args,

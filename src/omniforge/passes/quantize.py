@@ -246,14 +246,17 @@ class Rewriter:
         if block is None:
             log.warning("%s: width %d has no block size >= 16: left fp32", node.name, width)
             return False
-        # The table read as a MatMul weight [width, rows]: blocks run along the embedding dim.
-        packed, scales, _ = nbits_blocks(np.ascontiguousarray(table.T), bits, block, True)
         name = node.inputs[0].name
-        inputs = [
-            self.constant(packed.reshape(rows, -1), f"{name}_q{bits}"),
-            node.inputs[1],
-            self.constant(scales, f"{name}_scales"),
-        ]
+        key = f"gather:{name}"
+        if key not in self.done:  # a table read by two Gathers is stored once
+            # The table read as a MatMul weight [width, rows]: blocks run along the embedding.
+            packed, scales, _ = nbits_blocks(np.ascontiguousarray(table.T), bits, block, True)
+            self.done[key] = [
+                self.constant(packed.reshape(rows, -1), f"{name}_q{bits}"),
+                self.constant(scales, f"{name}_scales"),
+            ]
+        quantized, scales_value = self.done[key]
+        inputs = [quantized, node.inputs[1], scales_value]
         attributes = {"bits": bits, "block_size": block, "gather_axis": 0, "quantize_axis": 1}
         new = self.ir.Node(
             CONTRIB,

@@ -10,6 +10,7 @@ from omniforge.runtime.custody import (
     find,
     load_session,
     load_talker,
+    load_token2wav,
     verify_all,
     verify_artifact,
 )
@@ -21,6 +22,7 @@ from omniforge.runtime.manifest import (
     read_artifact,
 )
 from omniforge.runtime.talker import KVCache, OnnxTalker, generate_codes
+from omniforge.runtime.token2wav import SynthesisConfig, Token2Wav
 
 __all__ = [
     "ArtifactEntry",
@@ -29,11 +31,14 @@ __all__ = [
     "KVCache",
     "OnnxTalker",
     "PublishedSet",
+    "SynthesisConfig",
+    "Token2Wav",
     "find",
     "generate_codes",
     "load_manifest",
     "load_session",
     "load_talker",
+    "load_token2wav",
     "read_artifact",
     "verify_all",
     "verify_artifact",

@@ -40,6 +40,7 @@ from omniforge.runtime.manifest import (
 )
 from omniforge.runtime.session import open_unverified_session
 from omniforge.runtime.talker import OnnxTalker
+from omniforge.runtime.token2wav import Token2Wav
 
 # A RAM-backed file system on Linux: the private copies of graphs go there when it has room.
 SHARED_MEMORY = "/dev/shm"
@@ -216,7 +217,7 @@ def _sessions(located: Located, threads: int | None) -> dict[str, Any]:
 
 
 def load_session(
-    path: Path, component: str | None = None, variant: str | None = None, threads: int = 0
+    path: Path, component: str | None = None, variant: str | None = None, threads: int | None = 0
 ) -> Any:
     """An onnxruntime session for a published artifact, run from the bytes its hashes cover.
 
@@ -247,3 +248,27 @@ def load_talker(
     if located.entry.pair:
         return OnnxTalker(sessions[DECODE], prefill=sessions[PREFILL], **options)
     return OnnxTalker(sessions[""], **options)
+
+
+TOKEN2WAV_GRAPHS = ("conditioning", "dit", "vocoder")
+
+
+def load_token2wav(
+    published_dir: Path,
+    variant: str = "fp32",
+    threads: int | None = None,
+    **variants: str,
+) -> Token2Wav:
+    """Token2Wav from a published set: its three graphs (``token2wav_conditioning``,
+    ``token2wav_dit``, ``token2wav_vocoder``), each verified and run from the hashed bytes.
+
+    ``variant`` is each graph's variant unless named per graph, e.g. ``dit="int8"``.
+    """
+    unknown = sorted(set(variants) - set(TOKEN2WAV_GRAPHS))
+    if unknown:
+        raise ValueError(f"unknown Token2Wav graphs {unknown} (known: {list(TOKEN2WAV_GRAPHS)})")
+    sessions = [
+        load_session(published_dir, f"token2wav_{graph}", variants.get(graph, variant), threads)
+        for graph in TOKEN2WAV_GRAPHS
+    ]
+    return Token2Wav(*sessions)

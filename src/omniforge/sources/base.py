@@ -12,6 +12,7 @@ if TYPE_CHECKING:
         Qwen2_5OmniTalkerConfig,
         Qwen2_5OmniTalkerForConditionalGeneration,
         Qwen2_5OmniToken2WavConfig,
+        Qwen2_5OmniToken2WavModel,
     )
 
     from omniforge.sources.audio_head import AudioHead
@@ -33,6 +34,8 @@ class ModelSource(Protocol):
     def talker(self) -> Qwen2_5OmniTalkerForConditionalGeneration: ...
 
     def audio_head(self) -> AudioHead: ...
+
+    def token2wav(self) -> Qwen2_5OmniToken2WavModel: ...
 
     def record(self) -> dict[str, Any]: ...
 

@@ -98,5 +98,50 @@ def audio_config_kwargs(dims: PresetDims) -> dict[str, Any]:
     }
 
 
-def token2wav_config_kwargs() -> dict[str, Any]:
-    return {"dit_config": {"num_embeds": TOKEN2WAV_NUM_EMBEDS, "mel_dim": 80, "repeats": 2}}
+# Token2Wav per preset: transformers' defaults are the checkpoint's (DiT hidden 1024, 22 layers,
+# BigVGAN 1536 channels); a preset overrides only what it cuts. Every interface dim stays the
+# checkpoint's (mel_dim 80, num_embeds 8193, two frames per code, 240 samples per frame,
+# cond 192): only widths inside a graph and depth change.
+TOKEN2WAV_DIT: dict[str, dict[str, Any]] = {
+    # 4 of 22 layers, keeping one of each kind: look-back (0, 3) and look-ahead (2).
+    "lite": {"num_hidden_layers": 4, "look_backward_layers": [0, 3], "look_ahead_layers": [2]},
+    "qwen2.5-omni-7b": {},
+    "qwen2.5-omni-3b": {},
+    "tiny": {
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "head_dim": 16,
+        "emb_dim": 32,
+        "look_backward_layers": [0, 3],
+        "look_ahead_layers": [2],
+        "enc_dim": 16,
+        "enc_channels": [32, 32, 32, 32, 96],
+        "enc_attention_channels": 16,
+        "enc_se_channels": 16,
+    },
+}
+TOKEN2WAV_BIGVGAN: dict[str, dict[str, Any]] = {
+    # One residual block per upsampling (of three): every width and rate of the checkpoint.
+    "lite": {"resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]]},
+    "qwen2.5-omni-7b": {},
+    "qwen2.5-omni-3b": {},
+    # Six upsamplings halve the channels: 64 is the least that keeps one at the end.
+    "tiny": {
+        "upsample_initial_channel": 64,
+        "resblock_kernel_sizes": [3],
+        "resblock_dilation_sizes": [[1, 3, 5]],
+    },
+}
+
+
+def token2wav_config_kwargs(preset: str = "qwen2.5-omni-7b") -> dict[str, Any]:
+    return {
+        "dit_config": {
+            "num_embeds": TOKEN2WAV_NUM_EMBEDS,
+            "mel_dim": 80,
+            "repeats": 2,
+            **TOKEN2WAV_DIT[preset],
+        },
+        "bigvgan_config": {"mel_dim": 80, **TOKEN2WAV_BIGVGAN[preset]},
+    }

@@ -21,7 +21,7 @@ from omniforge.sources.presets import (
 from omniforge.sources.token2wav import Token2WavMetadata, from_config
 
 if TYPE_CHECKING:
-    from transformers import Qwen2_5OmniTalkerForConditionalGeneration
+    from transformers import Qwen2_5OmniTalkerForConditionalGeneration, Qwen2_5OmniToken2WavModel
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,47 @@ def init_like_a_checkpoint(module: nn.Module, layers: int = 0) -> None:
                 parameter.mul_(residual_scale)
 
 
+# Token2Wav's weights in the shape a trained checkpoint gives them. transformers' init draws
+# every matrix at std 0.02 (activations vanish at small widths) and leaves SnakeBeta's
+# log-scale alpha and beta at 0; here matrices get std 1/sqrt(fan_in), SnakeBeta a spread,
+# the code embedding unit variance, and BigVGAN's last conv is scaled so the waveform lies
+# mostly inside its [-1, 1] clamp (else most samples would clip and any vocoder would match).
+SNAKE_LOG_STD = 0.2
+WAVEFORM_STD = 0.25
+DIT_RESIDUAL_OUTPUTS = ("attn.to_out.0.weight", "ff.ff.3.weight")
+
+
+def init_token2wav_like_a_checkpoint(model: nn.Module) -> None:
+    """Token2Wav (DiT + BigVGAN) weights drawn like a trained checkpoint's, from the torch seed."""
+    layers = model.config.dit_config.num_hidden_layers
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith((".alpha", ".beta")):
+                parameter.normal_(0.0, SNAKE_LOG_STD)
+            elif name.endswith("bias"):
+                parameter.normal_(0.0, BIAS_STD)
+            elif name.endswith("codec_embed.weight"):
+                parameter.normal_(0.0, 1.0)
+            elif name.endswith("weight") and parameter.ndim == 1:
+                parameter.normal_(NORM_SCALE_MEAN, NORM_SCALE_STD)
+            elif parameter.ndim >= 2:
+                # A transposed conv [in, out, k] with stride ~ k/2 sums about 2 * in taps.
+                fan_in = 2 * parameter.shape[0] if ".ups." in name else parameter[0].numel()
+                std = 1 / math.sqrt(fan_in)
+                if name.endswith(DIT_RESIDUAL_OUTPUTS):
+                    std /= math.sqrt(2 * layers)
+                parameter.normal_(0.0, std)
+        vocoder = model.code2wav_bigvgan_model
+        captured: dict[str, torch.Tensor] = {}
+        hook = vocoder.conv_post.register_forward_hook(
+            lambda _module, _inputs, output: captured.setdefault("waveform", output)
+        )
+        # A mel in the range the DiT writes (log-magnitudes around -2).
+        vocoder(torch.randn(1, vocoder.config.mel_dim, 48) * 2.0 - 2.0)
+        hook.remove()
+        vocoder.conv_post.weight.mul_(WAVEFORM_STD / captured["waveform"].std())
+
+
 @dataclass
 class SyntheticSource:
     """The real architecture at a preset's dims, weights drawn from a fixed seed."""
@@ -76,7 +117,7 @@ class SyntheticSource:
         self.configs = ModelConfigs(
             talker=Qwen2_5OmniTalkerConfig(**talker_config_kwargs(dims)),
             audio=Qwen2_5OmniAudioEncoderConfig(**audio_config_kwargs(dims)),
-            token2wav=Qwen2_5OmniToken2WavConfig(**token2wav_config_kwargs()),
+            token2wav=Qwen2_5OmniToken2WavConfig(**token2wav_config_kwargs(self.preset)),
         )
 
     def talker(self) -> Qwen2_5OmniTalkerForConditionalGeneration:
@@ -103,6 +144,16 @@ class SyntheticSource:
             head = AudioHead(tower.ln_post, tower.avg_pooler, tower.proj)
             init_like_a_checkpoint(head)
         return frozen_fp32(head)
+
+    def token2wav(self) -> Qwen2_5OmniToken2WavModel:
+        from transformers import Qwen2_5OmniToken2WavModel
+
+        log.info("building synthetic Token2Wav (preset %s, seed %d)", self.preset, self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + 3)
+            model = Qwen2_5OmniToken2WavModel(self.configs.token2wav)
+            init_token2wav_like_a_checkpoint(model)
+        return frozen_fp32(model)
 
     def record(self) -> dict[str, Any]:
         return {"kind": "synthetic", "preset": self.preset, "seed": self.seed}

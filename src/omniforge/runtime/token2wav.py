@@ -1,0 +1,246 @@
+"""Token2Wav without torch: codec ids to a 24 kHz waveform through three onnxruntime graphs.
+
+Follows transformers' ``Qwen2_5OmniToken2WavModel.forward`` exactly, with the ODE solve on the
+host:
+
+1. the conditioning graph, once: the code embedding per mel frame, the ECAPA speaker
+   embedding of the reference mel and ``cond``, as conditioned and null rows;
+2. noise [B, 2N, 80] (drawn from ``seed``, or given: pass the array transformers' ``sample``
+   draws with ``torch.randn`` to reproduce it), then ``num_steps`` time points from 0 to 1
+   warped by ``sway_coefficient``, and one RK4 step (3/8 rule, four DiT evaluations) per
+   interval; with ``guidance_scale`` >= 1e-5 each evaluation runs the conditioned and the
+   null rows together and mixes them (``guided + (guided - null) * scale``);
+3. the vocoder on the mel: samples clamped to [-1, 1], 480 per code.
+
+Importing this module needs numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from omniforge.errors import ContractError
+from omniforge.runtime.generation import check_finite
+from omniforge.talker_io import TOKEN2WAV_NUM_EMBEDS
+
+MEL_FRAMES_PER_CODE = 2
+SAMPLES_PER_FRAME = 240
+SAMPLE_RATE = 24_000
+# Below this guidance scale transformers skips classifier-free guidance altogether.
+NO_GUIDANCE = 1e-5
+# A reference mel shorter than this is refused by ECAPA's reflect padding.
+MIN_REFERENCE_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """How the mel is solved for; the defaults are transformers' (36 DiT evaluations, each
+    with guidance). Every field is checked when the config is built, naming the field."""
+
+    num_steps: int = 10
+    guidance_scale: float = 0.5
+    sway_coefficient: float | None = -1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"SynthesisConfig.{name} must be an integer, got {value!r}")
+        if self.num_steps < 2:
+            raise ValueError(
+                f"SynthesisConfig.num_steps must be >= 2 (time points from 0 to 1), got "
+                f"{self.num_steps}"
+            )
+        if self.seed < 0:
+            raise ValueError(f"SynthesisConfig.seed must be >= 0, got {self.seed}")
+        for name in ("guidance_scale", "sway_coefficient"):
+            value = getattr(self, name)
+            if value is None and name == "sway_coefficient":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise ValueError(f"SynthesisConfig.{name} must be a number, got {value!r}")
+            if not np.isfinite(value):
+                raise ValueError(f"SynthesisConfig.{name} must be finite, got {value}")
+        if self.guidance_scale < 0:
+            raise ValueError(
+                f"SynthesisConfig.guidance_scale must be >= 0, got {self.guidance_scale}"
+            )
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale >= NO_GUIDANCE
+
+    @property
+    def dit_evaluations(self) -> int:
+        """DiT graph calls per utterance (each of 2B rows when guided, B rows when not)."""
+        return 4 * (self.num_steps - 1)
+
+
+def time_grid(num_steps: int, sway_coefficient: float | None) -> np.ndarray:
+    """``sample()``'s time points in float32: ``linspace(0, 1, n)`` warped by sway."""
+    times = np.linspace(0.0, 1.0, num_steps, dtype=np.float32)
+    if sway_coefficient is not None:
+        warp = np.cos(np.float32(np.pi / 2) * times) - np.float32(1) + times
+        times = (times + np.float32(sway_coefficient) * warp).astype(np.float32)
+    return times
+
+
+Velocity = Callable[[np.float32, np.ndarray], np.ndarray]
+
+
+def solve_rk4(velocity: Velocity, start: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """transformers' ``RungeKutta4ODESolver`` (3/8 rule) from ``start`` over ``times``; the
+    value at the last time point."""
+    third, two_thirds, eighth = np.float32(1 / 3), np.float32(2 / 3), np.float32(1 / 8)
+    value = start
+    for begin, end in itertools.pairwise(times):
+        step = np.float32(end - begin)
+        k1 = velocity(begin, value)
+        k2 = velocity(np.float32(begin + step * third), value + step * k1 * third)
+        k3 = velocity(np.float32(begin + step * two_thirds), value + step * (k2 - k1 * third))
+        k4 = velocity(end, value + step * (k1 - k2 + k3))
+        value = value + (k1 + 3 * (k2 + k3) + k4) * step * eighth
+    return value
+
+
+class Token2Wav:
+    """The conditioning, DiT and vocoder graphs in onnxruntime sessions (see the module doc).
+
+    Load published ones with ``omniforge.runtime.load_token2wav``, which verifies them.
+    """
+
+    def __init__(
+        self,
+        conditioning: Any,
+        dit: Any,
+        vocoder: Any,
+        *,
+        num_embeds: int = TOKEN2WAV_NUM_EMBEDS,
+    ) -> None:
+        self.conditioning = conditioning
+        self.dit = dit
+        self.vocoder = vocoder
+        self.num_embeds = num_embeds
+        self.mel_dim = _last_dim(dit, "noisy_mel")
+        self.cond_dim = _last_dim(conditioning, "cond")
+
+    def check_inputs(
+        self, codes: Any, reference_mel: Any, cond: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """int64 codes and float32 speaker arrays, or a ValueError naming what is wrong."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] < 1 or codes.shape[0] < 1:
+            raise ValueError(f"codes must be [batch, codes >= 1], got shape {codes.shape}")
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+        outside = (codes < 0) | (codes >= self.num_embeds)
+        if outside.any():
+            row, column = (int(i) for i in np.argwhere(outside)[0])
+            raise ValueError(
+                f"codes[{row}, {column}] is {codes[row, column]}, outside Token2Wav's range "
+                f"[0, {self.num_embeds}): strip the talker's control ids first "
+                "(GenerationResult.audio_codes)"
+            )
+        reference_mel = _floats("reference_mel", reference_mel, 3)
+        cond = _floats("cond", cond, 2)
+        batch = codes.shape[0]
+        if reference_mel.shape[0] != batch or cond.shape[0] != batch:
+            raise ValueError(
+                f"batch mismatch: codes {batch}, reference_mel {reference_mel.shape[0]}, "
+                f"cond {cond.shape[0]}"
+            )
+        if reference_mel.shape[2] != self.mel_dim or reference_mel.shape[1] < MIN_REFERENCE_FRAMES:
+            raise ContractError(
+                f"reference_mel must be [batch, frames >= {MIN_REFERENCE_FRAMES}, "
+                f"{self.mel_dim}], got {reference_mel.shape}"
+            )
+        if cond.shape[1] != self.cond_dim:
+            raise ContractError(f"cond must be [batch, {self.cond_dim}], got {cond.shape}")
+        return codes.astype(np.int64), reference_mel, cond
+
+    def noise(self, batch: int, codes: int, seed: int) -> np.ndarray:
+        """The initial mel [batch, 2 codes, 80]: standard normal from ``seed``."""
+        shape = (batch, MEL_FRAMES_PER_CODE * codes, self.mel_dim)
+        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+    def mel(
+        self,
+        codes: Any,
+        reference_mel: Any,
+        cond: Any,
+        config: SynthesisConfig | None = None,
+        noise: Any = None,
+    ) -> np.ndarray:
+        """The mel spectrogram [batch, 80, 2 codes] the DiT solves for."""
+        config = config or SynthesisConfig()
+        codes, reference_mel, cond = self.check_inputs(codes, reference_mel, cond)
+        batch, length = codes.shape
+        shape = (batch, MEL_FRAMES_PER_CODE * length, self.mel_dim)
+        if noise is None:
+            start = self.noise(batch, length, config.seed)
+        else:
+            start = _floats("noise", noise, 3)
+            if start.shape != shape:
+                raise ValueError(f"noise must be {list(shape)}, got {list(start.shape)}")
+        code_embed, speaker_embed, speaker_cond = self.conditioning.run(
+            None, {"codes": codes, "reference_mel": reference_mel, "cond": cond}
+        )
+        rows = 2 * batch if config.guided else batch
+        constants = {
+            "code_embed": code_embed[:rows],
+            "speaker_embed": speaker_embed[:rows],
+            "speaker_cond": speaker_cond[:rows],
+        }
+        scale = np.float32(config.guidance_scale)
+
+        def velocity(time: np.float32, value: np.ndarray) -> np.ndarray:
+            noisy = np.concatenate([value, value]) if config.guided else value
+            feeds = {"noisy_mel": noisy, "time": np.full(rows, time, np.float32), **constants}
+            (predicted,) = self.dit.run(None, feeds)
+            if not config.guided:
+                return predicted
+            guided, null = predicted[:batch], predicted[batch:]
+            return guided + (guided - null) * scale
+
+        times = time_grid(config.num_steps, config.sway_coefficient)
+        solved = solve_rk4(velocity, start, times)
+        return np.ascontiguousarray(solved.transpose(0, 2, 1))
+
+    def waveform(self, mel: Any) -> np.ndarray:
+        """The vocoder: mel [batch, 80, frames] -> float32 samples [batch, 240 frames]."""
+        mel = _floats("mel", mel, 3)
+        (samples,) = self.vocoder.run(None, {"mel": mel})
+        return samples[:, 0]
+
+    def synthesize(
+        self,
+        codes: Any,
+        reference_mel: Any,
+        cond: Any,
+        config: SynthesisConfig | None = None,
+        noise: Any = None,
+    ) -> np.ndarray:
+        """Codes [batch, N] to a 24 kHz waveform [batch, 480 N] in [-1, 1]."""
+        return self.waveform(self.mel(codes, reference_mel, cond, config, noise))
+
+
+def _floats(name: str, value: Any, rank: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != rank or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"{name} must be a float array of rank {rank}, got {array.dtype} {array.shape}"
+        )
+    return check_finite(name, np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _last_dim(session: Any, name: str) -> int:
+    for value in session.get_inputs():
+        if value.name == name and isinstance(value.shape[-1], int):
+            return int(value.shape[-1])
+    raise ContractError(f"the graph has no input {name} with a fixed last dim")

@@ -1,0 +1,221 @@
+"""Token2Wav without torch: the three graphs and the host's ODE solve against transformers'
+``Qwen2_5OmniToken2WavModel.forward`` with the same noise, on the tiny preset."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import TOKEN2WAV_COMPONENTS
+
+from omniforge.artifacts import artifact_bytes, artifact_files
+from omniforge.errors import ArtifactError, ContractError
+from omniforge.params import Gate
+from omniforge.publish import Candidate, publish
+from omniforge.runtime import SynthesisConfig, Token2Wav, load_token2wav
+from omniforge.runtime.session import open_unverified_session
+from omniforge.runtime.token2wav import time_grid
+from omniforge.sources.synthetic import SyntheticSource
+
+BATCH, CODES = 2, 20
+
+
+@pytest.fixture(scope="module")
+def model(tiny_source: SyntheticSource) -> torch.nn.Module:
+    return tiny_source.token2wav()
+
+
+def synthesizer(variants: dict, dit: str = "fp32") -> Token2Wav:
+    return Token2Wav(
+        open_unverified_session(variants["token2wav_conditioning"]["fp32"]),
+        open_unverified_session(variants["token2wav_dit"][dit]),
+        open_unverified_session(variants["token2wav_vocoder"]["fp32"]),
+    )
+
+
+def speaker(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 8193, (BATCH, CODES))
+    reference_mel = (rng.standard_normal((BATCH, 57, 80)) - 4).astype(np.float32)
+    cond = rng.standard_normal((BATCH, 192)).astype(np.float32)
+    return codes, reference_mel, cond
+
+
+def transformers_waveform(
+    model: torch.nn.Module, codes: np.ndarray, mel: np.ndarray, cond: np.ndarray, config
+) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' forward and the noise its sample() drew (same seed, drawn again)."""
+    torch.manual_seed(7)
+    noise = torch.randn([codes.shape[0], 2 * codes.shape[1], 80]).numpy()
+    torch.manual_seed(7)
+    with torch.inference_mode():
+        waveform = model(
+            torch.from_numpy(codes),
+            torch.from_numpy(cond),
+            torch.from_numpy(mel),
+            num_steps=config.num_steps,
+            guidance_scale=config.guidance_scale,
+            sway_coefficient=config.sway_coefficient,
+        )
+    return waveform.numpy().reshape(codes.shape[0], -1), noise
+
+
+def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    error = (candidate - reference).astype(np.float64)
+    return float(10 * np.log10((reference.astype(np.float64) ** 2).sum() / (error**2).sum()))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [SynthesisConfig(), SynthesisConfig(num_steps=5, guidance_scale=0.0, sway_coefficient=None)],
+    ids=["defaults-36-guided-evaluations", "5-points-unguided-no-sway"],
+)
+def test_synthesis_equals_transformers_with_the_same_noise(
+    tiny_variants: dict, model: torch.nn.Module, config: SynthesisConfig
+) -> None:
+    codes, reference_mel, cond = speaker()
+    expected, noise = transformers_waveform(model, codes, reference_mel, cond, config)
+    waveform = synthesizer(tiny_variants).synthesize(codes, reference_mel, cond, config, noise)
+    assert waveform.shape == (BATCH, CODES * 480) and waveform.dtype == np.float32
+    assert np.abs(expected).max() > 0.1 and np.mean(np.abs(expected) >= 1) < 0.01, "not silent"
+    assert snr_db(expected, waveform) > 60
+
+
+def test_a_quantized_dit_costs_measurable_snr(tiny_variants: dict, model: torch.nn.Module) -> None:
+    codes, reference_mel, cond = speaker(1)
+    expected, noise = transformers_waveform(model, codes, reference_mel, cond, SynthesisConfig())
+    fp32 = snr_db(
+        expected, synthesizer(tiny_variants).synthesize(codes, reference_mel, cond, noise=noise)
+    )
+    int8 = snr_db(
+        expected,
+        synthesizer(tiny_variants, "int8").synthesize(codes, reference_mel, cond, noise=noise),
+    )
+    assert int8 < fp32 and int8 > 5, (fp32, int8)
+
+
+def test_the_time_grid_is_transformers(model: torch.nn.Module) -> None:
+    for steps, sway in ((10, -1.0), (5, -1.0), (7, 0.3), (4, None)):
+        expected = torch.linspace(0, 1, steps)
+        if sway is not None:
+            expected = expected + sway * (torch.cos(torch.pi / 2 * expected) - 1 + expected)
+        np.testing.assert_allclose(time_grid(steps, sway), expected.numpy(), atol=1e-7)
+
+
+def test_the_same_seed_gives_the_same_audio_and_another_seed_other_audio(
+    tiny_variants: dict,
+) -> None:
+    t2w = synthesizer(tiny_variants)
+    codes, reference_mel, cond = speaker()
+    config = SynthesisConfig(num_steps=3)
+    first = t2w.synthesize(codes, reference_mel, cond, config)
+    np.testing.assert_array_equal(first, t2w.synthesize(codes, reference_mel, cond, config))
+    other = t2w.synthesize(codes, reference_mel, cond, SynthesisConfig(num_steps=3, seed=1))
+    assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"codes": [[1, 8193]]}, ValueError, r"codes\[0, 1\] is 8193, outside .* \[0, 8193\)"),
+        ({"codes": [[-1, 3]]}, ValueError, r"codes\[0, 0\] is -1"),
+        ({"codes": [[1.5, 2.0]]}, ValueError, "codes must be integers"),
+        ({"reference_mel": "nan"}, ValueError, r"reference_mel holds a non-finite value"),
+        ({"cond": np.zeros((1, 191), np.float32)}, ContractError, r"cond must be \[batch, 192\]"),
+        ({"reference_mel": np.zeros((1, 4, 80), np.float32)}, ContractError, "frames >= 8"),
+        ({"cond": np.zeros((2, 192), np.float32)}, ValueError, "batch mismatch"),
+        ({"noise": np.zeros((1, 3, 80), np.float32)}, ValueError, r"noise must be \[1, 4, 80\]"),
+    ],
+)
+def test_bad_synthesis_inputs_are_named(
+    tiny_variants: dict, change: dict, error: type, message: str
+) -> None:
+    inputs = {
+        "codes": np.array([[1, 2]]),
+        "reference_mel": np.zeros((1, 20, 80), np.float32),
+        "cond": np.zeros((1, 192), np.float32),
+        "noise": None,
+    }
+    for key, value in change.items():
+        if isinstance(value, str):
+            value = inputs[key].copy()
+            value[0, 3, 5] = np.nan
+        inputs[key] = value
+    with pytest.raises(error, match=message):
+        synthesizer(tiny_variants).synthesize(
+            inputs["codes"],
+            inputs["reference_mel"],
+            inputs["cond"],
+            SynthesisConfig(num_steps=2),
+            inputs["noise"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"num_steps": 1}, "num_steps must be >= 2"),
+        ({"num_steps": 2.0}, "num_steps must be an integer"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be finite"),
+        ({"guidance_scale": -0.5}, "guidance_scale must be >= 0"),
+        ({"sway_coefficient": float("inf")}, "sway_coefficient must be finite"),
+        ({"seed": -3}, "seed must be >= 0"),
+    ],
+)
+def test_bad_synthesis_settings_are_named(setting: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"SynthesisConfig.{message}"):
+        SynthesisConfig(**setting)
+
+
+@pytest.fixture(scope="module")
+def published(tiny_variants: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("token2wav") / "published"
+    candidates = [
+        Candidate(
+            component=name,
+            variant=variant,
+            directories={"": tiny_variants[name][variant]},
+            graph_kind="full-sequence",
+            parity={"cosine": 1.0},
+            benchmark={"size": artifact_bytes(tiny_variants[name][variant])},
+            files=artifact_files(tiny_variants[name][variant]),
+        )
+        for name in TOKEN2WAV_COMPONENTS
+        for variant in ("fp32", "int8")
+    ]
+    publish(candidates, {"fp32": Gate(), "int8": Gate()}, out, {}, {})
+    return out
+
+
+def test_a_published_token2wav_loads_verified_and_without_torch(
+    published: Path, tiny_variants: dict
+) -> None:
+    t2w = load_token2wav(published, threads=1, dit="int8")
+    codes, reference_mel, cond = speaker()
+    config = SynthesisConfig(num_steps=3)
+    expected = synthesizer(tiny_variants, "int8").synthesize(codes, reference_mel, cond, config)
+    np.testing.assert_array_equal(t2w.synthesize(codes, reference_mel, cond, config), expected)
+    code = (
+        "import sys\n"
+        "from omniforge.runtime import load_token2wav\n"
+        f"load_token2wav({str(published)!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_changed_byte_in_any_token2wav_graph_is_refused(published: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(published, tmp_path / "published"))
+    data = copy / "token2wav_vocoder" / "fp32" / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="token2wav_vocoder/fp32/model.onnx.data: sha256"):
+        load_token2wav(copy)
+    with pytest.raises(ValueError, match="unknown Token2Wav graphs"):
+        load_token2wav(copy, talker="int8")

@@ -185,6 +185,9 @@ class ValidateParams(Section):
         # A prompt of length, then a decode step after it.
         "talker_fused": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
         "projection": [Shape(batch=2, length=64), Shape(batch=3, length=31)],
+        "token2wav_conditioning": [Shape(batch=2, length=13), Shape(batch=3, length=30)],
+        "token2wav_dit": [Shape(batch=2, length=37), Shape(batch=4, length=80)],
+        "token2wav_vocoder": [Shape(batch=2, length=24), Shape(batch=3, length=41)],
     }
 
     @field_validator("shapes")
@@ -212,6 +215,9 @@ class BenchmarkParams(Section):
         "talker_kv": [64, 256, 1024],  # cache lengths of one decode step
         "talker_fused": [64, 256, 1024],
         "projection": [100, 500, 1500],
+        "token2wav_conditioning": [50, 250],  # codes (1 s, 5 s of audio)
+        "token2wav_dit": [48, 100],  # mel frames of one evaluation (a chunk, 1 s)
+        "token2wav_vocoder": [48, 100],  # mel frames
     }
     compare_torch: bool = True
 

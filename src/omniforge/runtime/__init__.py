@@ -22,7 +22,12 @@ from omniforge.runtime.manifest import (
     read_artifact,
 )
 from omniforge.runtime.talker import KVCache, OnnxTalker, generate_codes
-from omniforge.runtime.token2wav import SynthesisConfig, Token2Wav
+from omniforge.runtime.token2wav import (
+    StreamSettings,
+    SynthesisConfig,
+    Token2Wav,
+    Token2WavStream,
+)
 
 __all__ = [
     "ArtifactEntry",
@@ -31,8 +36,10 @@ __all__ = [
     "KVCache",
     "OnnxTalker",
     "PublishedSet",
+    "StreamSettings",
     "SynthesisConfig",
     "Token2Wav",
+    "Token2WavStream",
     "find",
     "generate_codes",
     "load_manifest",

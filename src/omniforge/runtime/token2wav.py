@@ -244,3 +244,136 @@ def _last_dim(session: Any, name: str) -> int:
         if value.name == name and isinstance(value.shape[-1], int):
             return int(value.shape[-1])
     raise ContractError(f"the graph has no input {name} with a fixed last dim")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How a stream is cut, in mel frames (two per code). The DiT attends in blocks of 24
+    frames, so sizes that are multiples of 24 keep each window's blocks on the utterance's.
+
+    ``chunk_frames`` are emitted at a time, solved in a window with ``left_frames`` before
+    and ``right_frames`` after them (the right context is latency: a chunk waits for its
+    codes); the vocoder sees ``vocoder_frames`` of mel on each side of what it renders.
+    """
+
+    chunk_frames: int = 48
+    left_frames: int = 48
+    right_frames: int = 24
+    vocoder_frames: int = 24
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_frames", "left_frames", "right_frames", "vocoder_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"StreamSettings.{name} must be an integer, got {value!r}")
+            least = MEL_FRAMES_PER_CODE if name == "chunk_frames" else 0
+            if value < least or value % MEL_FRAMES_PER_CODE:
+                raise ValueError(
+                    f"StreamSettings.{name} must be an even number of frames >= {least} "
+                    f"(two per code), got {value}"
+                )
+
+
+class Token2WavStream:
+    """Codes in as the talker emits them, audio out as soon as each chunk's context is in.
+
+    One utterance of one row. The noise is drawn frame by frame from ``config.seed`` in
+    order, so it equals the offline synthesis' noise for the same seed, and an utterance
+    that fits one window is synthesised exactly as offline. Each chunk's mel is solved
+    alone (the whole ODE over its window), so the result approximates the offline one:
+    how far, is measured (``omniforge.runtime.token2wav.snr_db`` against ``synthesize``).
+    """
+
+    def __init__(
+        self,
+        token2wav: Token2Wav,
+        reference_mel: Any,
+        cond: Any,
+        config: SynthesisConfig | None = None,
+        settings: StreamSettings | None = None,
+    ) -> None:
+        self.t2w = token2wav
+        self.config = config or SynthesisConfig()
+        self.settings = settings or StreamSettings()
+        _, self.reference_mel, self.cond = token2wav.check_inputs(
+            np.zeros((1, 1), np.int64), reference_mel, cond
+        )
+        if self.reference_mel.shape[0] != 1:
+            raise ValueError("a stream synthesises one row: give reference_mel and cond of batch 1")
+        self.codes = np.zeros((1, 0), np.int64)
+        self._rng = np.random.default_rng(self.config.seed)
+        self._noise = np.zeros((1, 0, token2wav.mel_dim), np.float32)
+        self._mel = np.zeros((1, token2wav.mel_dim, 0), np.float32)
+        self._rendered = 0  # mel frames whose audio has been returned
+        self.finished = False
+
+    def push(self, codes: Any) -> list[np.ndarray]:
+        """Add codes (a 1-D sequence, ids < num_embeds); the audio chunks now ready."""
+        if self.finished:
+            raise ValueError("this stream is finished: start a new one for the next utterance")
+        new = np.asarray(codes).reshape(1, -1)
+        if new.size:
+            checked, _, _ = self.t2w.check_inputs(new, self.reference_mel, self.cond)
+            self.codes = np.concatenate([self.codes, checked], axis=1)
+        return self._advance(final=False)
+
+    def finish(self) -> list[np.ndarray]:
+        """No more codes: the rest of the audio."""
+        self.finished = True
+        return self._advance(final=True)
+
+    @property
+    def frames(self) -> int:
+        return MEL_FRAMES_PER_CODE * self.codes.shape[1]
+
+    def _advance(self, final: bool) -> list[np.ndarray]:
+        settings, ready = self.settings, []
+        while True:
+            start = self._mel.shape[2]
+            end = min(start + settings.chunk_frames, self.frames)
+            if end <= start or (not final and self.frames < end + settings.right_frames):
+                break
+            if not final and end - start < settings.chunk_frames:
+                break
+            self._mel = np.concatenate([self._mel, self._solve(start, end)], axis=2)
+        # Audio for the frames whose right vocoder context is in (all of them at the end).
+        until = self._mel.shape[2] if final else self._mel.shape[2] - settings.vocoder_frames
+        if until > self._rendered:
+            ready.append(self._render(self._rendered, until))
+            self._rendered = until
+        return ready
+
+    def _noise_until(self, frames: int) -> np.ndarray:
+        missing = frames - self._noise.shape[1]
+        if missing > 0:
+            drawn = self._rng.standard_normal((1, missing, self.t2w.mel_dim), dtype=np.float32)
+            self._noise = np.concatenate([self._noise, drawn], axis=1)
+        return self._noise
+
+    def _solve(self, start: int, end: int) -> np.ndarray:
+        """Mel frames [start, end) [1, 80, end - start], solved in their context window."""
+        settings = self.settings
+        first = max(0, start - settings.left_frames)
+        last = min(self.frames, end + settings.right_frames)
+        noise = self._noise_until(last)[:, first:last]
+        codes = self.codes[:, first // MEL_FRAMES_PER_CODE : last // MEL_FRAMES_PER_CODE]
+        mel = self.t2w.mel(codes, self.reference_mel, self.cond, self.config, noise)
+        return mel[:, :, start - first : end - first]
+
+    def _render(self, start: int, end: int) -> np.ndarray:
+        """Samples of mel frames [start, end), the vocoder seeing its context around them."""
+        context = self.settings.vocoder_frames
+        first = max(0, start - context)
+        last = min(self._mel.shape[2], end + context)
+        samples = self.t2w.waveform(self._mel[:, :, first:last])[0]
+        return samples[(start - first) * SAMPLES_PER_FRAME : (end - first) * SAMPLES_PER_FRAME]
+
+
+def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``candidate`` against ``reference``, in dB (inf if equal)."""
+    reference = np.asarray(reference, np.float64)
+    error = np.asarray(candidate, np.float64) - reference
+    noise = float((error**2).sum())
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(float((reference**2).sum()) / noise))

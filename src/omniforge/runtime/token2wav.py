@@ -295,11 +295,14 @@ class Token2WavStream:
         self.t2w = token2wav
         self.config = config or SynthesisConfig()
         self.settings = settings or StreamSettings()
+        if np.ndim(reference_mel) != 3 or np.shape(reference_mel)[0] != 1:
+            raise ValueError(
+                "a stream synthesises one row: give reference_mel [1, frames, 80] and cond "
+                f"[1, 192], not a reference_mel of shape {np.shape(reference_mel)}"
+            )
         _, self.reference_mel, self.cond = token2wav.check_inputs(
             np.zeros((1, 1), np.int64), reference_mel, cond
         )
-        if self.reference_mel.shape[0] != 1:
-            raise ValueError("a stream synthesises one row: give reference_mel and cond of batch 1")
         self.codes = np.zeros((1, 0), np.int64)
         self._rng = np.random.default_rng(self.config.seed)
         self._noise = np.zeros((1, 0, token2wav.mel_dim), np.float32)

@@ -97,6 +97,9 @@ def small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
             "talker_kv": [4, 8],
             "talker_fused": [4, 8],
             "projection": [20, 40],
+            "token2wav_conditioning": [10, 20],
+            "token2wav_dit": [16, 32],
+            "token2wav_vocoder": [16, 32],
         }
         # Random tiny weights give near-tied logits: top-1 agreement of quantized graphs is
         # low for reasons a real checkpoint does not have. The gates still run.

@@ -111,7 +111,9 @@ def test_metrics_show_prints_a_row_per_candidate_and_a_dozen_columns(project: Pa
     rows = [line for line in table[2:] if line.startswith("|")]
     params = yaml.safe_load((project / "params.yaml").read_text())
     variants = 1 + len(params["quantize"])  # fp32 and a variant per scheme
-    assert len(rows) == 4 * variants + 2  # 4 components, + a hybrid per KV talker
+    components = len(params["components"])
+    assert components == 7
+    assert len(rows) == components * variants + 2  # + a hybrid per KV talker
 
 
 def test_plots_are_images_that_render_offline(project: Path) -> None:

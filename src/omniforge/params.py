@@ -297,7 +297,16 @@ class PublishParams(Section):
 
 class Params(Section):
     components: list[str] = Field(
-        default=["talker", "talker_kv", "talker_fused", "projection"], min_length=1
+        default=[
+            "talker",
+            "talker_kv",
+            "talker_fused",
+            "projection",
+            "token2wav_conditioning",
+            "token2wav_dit",
+            "token2wav_vocoder",
+        ],
+        min_length=1,
     )
     model: ModelParams = ModelParams()
     token2wav: Token2WavParams = Token2WavParams()

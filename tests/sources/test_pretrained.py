@@ -116,6 +116,25 @@ def test_audio_head_matches_the_towers_tail(omni: torch.nn.Module, checkpoint: P
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+def test_token2wav_matches_the_models_own(omni: torch.nn.Module, checkpoint: Path) -> None:
+    token2wav = PretrainedSource(checkpoint).token2wav()
+    assert type(token2wav).__name__ == "Qwen2_5OmniToken2WavModel" and not token2wav.training
+    expected = omni.token2wav.state_dict()
+    loaded = token2wav.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[name], expected[name].float()) for name in expected)
+
+
+def test_a_checkpoint_without_token2wav_is_named(editable: Path) -> None:
+    index = read_index(editable)
+    index["weight_map"] = {
+        k: v for k, v in index["weight_map"].items() if not k.startswith("token2wav.")
+    }
+    (editable / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(SourceError, match="no token2wav.* tensors"):
+        PretrainedSource(editable).token2wav()
+
+
 def test_configs_come_from_the_checkpoint(checkpoint: Path) -> None:
     configs = PretrainedSource(checkpoint).configs
     assert configs.talker.embedding_size == THINKER_HIDDEN
@@ -166,7 +185,9 @@ def test_record_hashes_config_index_and_the_shards_read(checkpoint: Path) -> Non
     needed = {
         v
         for k, v in weight_map.items()
-        if k.startswith(("talker.", "thinker.audio_tower.ln_post.", "thinker.audio_tower.proj."))
+        if k.startswith(
+            ("talker.", "token2wav.", "thinker.audio_tower.ln_post.", "thinker.audio_tower.proj.")
+        )
     }
     assert {s["name"] for s in record["shards"]} == needed
     assert needed != set(weight_map.values()), "thinker-only shards are neither read nor hashed"

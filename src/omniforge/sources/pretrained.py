@@ -37,13 +37,14 @@ from omniforge.sources.safetensors_index import TensorIndex, read_tensors
 from omniforge.sources.token2wav import CODEC_EMBED_KEYS, Token2WavMetadata, from_config, reconcile
 
 if TYPE_CHECKING:
-    from transformers import Qwen2_5OmniTalkerForConditionalGeneration
+    from transformers import Qwen2_5OmniTalkerForConditionalGeneration, Qwen2_5OmniToken2WavModel
 
     from omniforge.params import ModelParams
 
 log = logging.getLogger(__name__)
 
 TALKER_PREFIX = "talker."
+TOKEN2WAV_PREFIX = "token2wav."
 AUDIO_TOWER_PREFIX = "thinker.audio_tower."
 # avg_pooler has no weights: the audio head is these two modules' tensors only.
 AUDIO_HEAD_MODULES: tuple[str, ...] = ("ln_post", "proj")
@@ -135,6 +136,21 @@ class PretrainedSource:
         load_into(head, tensors, AUDIO_TOWER_PREFIX)
         return frozen_fp32(head)
 
+    def token2wav(self) -> Qwen2_5OmniToken2WavModel:
+        from transformers import Qwen2_5OmniToken2WavModel
+
+        if not self.index.names(TOKEN2WAV_PREFIX):
+            raise SourceError(
+                f"{self.directory}: no token2wav.* tensors: a checkpoint without audio output "
+                "(enable_audio_output false?) has no Token2Wav to export"
+            )
+        with parameters_on_meta():
+            model = Qwen2_5OmniToken2WavModel(self.configs.token2wav)
+        expected = expected_shapes(model, TOKEN2WAV_PREFIX)
+        self._reject_unexpected(model, TOKEN2WAV_PREFIX, expected, "Token2Wav")
+        load_into(model, read_tensors(self.index, expected, "Token2Wav"), TOKEN2WAV_PREFIX)
+        return frozen_fp32(model)
+
     def _reject_unexpected(
         self, module: nn.Module, prefix: str, expected: Mapping[str, Any], what: str
     ) -> None:
@@ -169,7 +185,7 @@ class PretrainedSource:
 
     def needed_tensors(self) -> list[str]:
         """Every tensor the components read (by name, as the index holds them)."""
-        names = self.index.names(TALKER_PREFIX)
+        names = self.index.names(TALKER_PREFIX) + self.index.names(TOKEN2WAV_PREFIX)
         for module in AUDIO_HEAD_MODULES:
             names += self.index.names(f"{AUDIO_TOWER_PREFIX}{module}.")
         return names

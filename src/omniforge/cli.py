@@ -169,7 +169,7 @@ def show(
         typer.echo(json.dumps(dict(rows), indent=2))
         return
     table = Table(title=f"published in {directory}")
-    table.add_column("artifact")
+    table.add_column("artifact", no_wrap=True)  # a name cut short names nothing
     keys = [k for k in HEADLINE_KEYS if any(k in figures for _, figures in rows)]
     for key in keys:
         table.add_column(key.replace("_", " "), justify="right")

@@ -50,6 +50,19 @@ class FileRecord:
         return cls(str(raw["name"]), int(raw["bytes"]), str(raw["sha256"]))
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (pids that no process can have are not)."""
+    if pid <= 0:  # 0 and below name process groups, never the process that wrote a file
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or past any pid the system gives
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def variant_dir(root: Path, component: str, variant: str) -> Path:
     """``<root>/<component>/<variant>``: the layout dvc.yaml's templates follow too."""
     return Path(root) / component / variant
@@ -132,6 +145,8 @@ def read_json(path: Path) -> Any:
         raise ArtifactError(
             f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}{hint}"
         ) from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise ArtifactError(f"{path}: not JSON this omniforge reads: {err}") from None
 
 
 def read_json_object(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:

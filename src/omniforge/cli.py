@@ -153,7 +153,7 @@ def _rows(directory: Path) -> list[tuple[str, dict[str, Any]]]:
         (f"{r.component}/{r.variant}", {"published": False, "refused_by": ", ".join(r.refused_by)})
         for r in manifest.rejected
     ]
-    return sorted(rows)
+    return sorted(rows, key=lambda row: row[0])
 
 
 @command
@@ -178,8 +178,8 @@ def show(
     console.print(table)
     summary = Path("metrics/publish.json")
     if directory == PUBLISHED and summary.is_file():
-        fastest = read_json_object(summary).get("fastest", {})
-        for job, name in fastest.items():
+        fastest = read_json_object(summary).get("fastest")
+        for job, name in (fastest if isinstance(fastest, dict) else {}).items():
             console.print(f"fastest {job}: [bold]{name}[/bold]")
 
 
@@ -201,7 +201,12 @@ def compare(
 
     manifest = load_manifest(_folder(directory))
     entries = [_published(manifest, name) for name in (first, second)]
-    figures = [headline(e.metrics.parity, e.metrics.benchmark, True, []) for e in entries]
+    try:
+        figures = [headline(e.metrics.parity, e.metrics.benchmark, True, []) for e in entries]
+    except (TypeError, ValueError, AttributeError) as err:  # figures of the wrong type
+        raise OmniforgeError(
+            f"{directory / MANIFEST_FILENAME}: unreadable figures: {err}"
+        ) from None
     table = Table(title=f"{first} vs {second}")
     for column in ("figure", first, second, f"{first} ÷ {second}"):
         table.add_column(column, justify="right")
@@ -240,10 +245,17 @@ def release(
 
 @command
 def clean() -> None:
-    """Remove temporaries (``.<name>.tmp-<pid>-*``) of runs that were killed."""
+    """Remove temporaries (``.<name>.tmp-<pid>-*``) of runs that were killed, and private
+    copies of graphs left in /dev/shm or the temporary directory by killed loads."""
+    import tempfile
+
+    from omniforge.runtime.custody import SHARED_MEMORY, sweep_private_copies
     from omniforge.workspace import sweep_stale_temporaries
 
     removed = sweep_stale_temporaries()
+    for folder in {Path(SHARED_MEMORY), Path(tempfile.gettempdir())}:
+        if folder.is_dir():
+            removed += sweep_private_copies(folder)
     for path in removed:
         console.print(f"removed {path}")
     console.print(f"{len(removed)} temporaries removed")

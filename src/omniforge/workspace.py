@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omniforge.artifacts import TEMPORARY
+from omniforge.artifacts import TEMPORARY, process_alive
 from omniforge.errors import WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -44,18 +44,6 @@ def temporaries(roots: tuple[str, ...] = OUTPUT_ROOTS) -> list[tuple[Path, int]]
     return found
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:  # 0 and below name process groups, never the process that wrote a file
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone, or past any pid the system gives
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -65,7 +53,7 @@ def _remove(path: Path) -> None:
 
 def sweep_stale_temporaries(roots: tuple[str, ...] = OUTPUT_ROOTS) -> list[Path]:
     """Remove temporaries whose process is gone; returns what was removed."""
-    removed = [path for path, pid in temporaries(roots) if not _alive(pid)]
+    removed = [path for path, pid in temporaries(roots) if not process_alive(pid)]
     for path in removed:
         log.info("removing %s, left by a run that was killed", path)
         _remove(path)

@@ -26,6 +26,7 @@ def params() -> Params:
     lengths = {"talker": [8], "talker_kv": [4, 16], "talker_fused": [4, 16], "projection": [8]}
     return parse_params(
         {
+            "components": list(lengths),
             "benchmark": {"threads": 1, "warmup": 1, "iterations": 4, "lengths": lengths},
             "talker_kv": {
                 "bench_reference_past": 16,

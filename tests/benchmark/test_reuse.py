@@ -19,6 +19,7 @@ def params() -> Params:
     lengths = {"talker": [8], "talker_kv": [4], "talker_fused": [4], "projection": [8, 16]}
     return parse_params(
         {
+            "components": list(lengths),
             "model": {"preset": "tiny"},
             "benchmark": {
                 "threads": 1,

@@ -176,13 +176,19 @@ def test_a_graph_naming_data_outside_its_folder_is_refused(copy: Path) -> None:
             if item.key == "location":
                 item.value = "../elsewhere.data"
     (folder / "model.onnx").write_bytes(model.SerializeToString())
-    records = artifact_files(folder, exclude=(MANIFEST_FILENAME,))
-    manifest = read_json(copy / MANIFEST_FILENAME)
-    entry = next(a for a in manifest["artifacts"] if a["path"] == "projection/fp32")
-    entry["files"] = [r.__dict__ for r in records]
-    write_json(copy / MANIFEST_FILENAME, manifest)
+    _relist(copy, "projection/fp32")
     with pytest.raises(CustodyError, match="leaves the graph's folder"):
         load_session(copy, "projection", "fp32")
+
+
+def _relist(copy: Path, path: str) -> None:
+    """Record an artifact's files as they now are, in the set's manifest and in its own."""
+    records = [r.__dict__ for r in artifact_files(copy / path, exclude=(MANIFEST_FILENAME,))]
+    for manifest_path in (copy / MANIFEST_FILENAME, copy / path / MANIFEST_FILENAME):
+        manifest = read_json(manifest_path)
+        entries = manifest.get("artifacts") or [manifest["artifact"]]
+        next(a for a in entries if a["path"] == path)["files"] = records
+        write_json(manifest_path, manifest)
 
 
 # --- 3. non-finite inputs ---------------------------------------------------------------------
@@ -415,3 +421,97 @@ def test_a_gate_free_publish_writes_what_every_reader_reads(published: Path) -> 
         "talker_fused/hybrid",
     ]
     assert verify_all(published) == [a.name for a in manifest.artifacts]
+
+
+# --- what a second reader of the custody code found ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["artifacts"][0].update(path="p\ud800"), "not a path this system can name"),
+        (lambda m: m["artifacts"][0].update(path="a*b"), "not a relative path inside the set"),
+        (
+            lambda m: next(a for a in m["artifacts"] if a.get("pair")).update(
+                pair={"prefil": "prefill", "decode": "decode"}
+            ),
+            r"pair\.prefil",
+        ),
+        (
+            lambda m: m["rejected"].append(
+                {"component": "projection", "variant": "fp32", "reasons": [], "refused_by": []}
+            ),
+            "artifacts repeat the component/variant",
+        ),
+    ],
+)
+def test_more_malformed_manifests_are_named(copy: Path, change: object, message: str) -> None:
+    _edit(copy, change)
+    with pytest.raises(ArtifactError, match=message):
+        verify_all(copy)
+
+
+def test_an_integer_too_long_to_read_is_named(copy: Path) -> None:
+    path = copy / MANIFEST_FILENAME
+    path.write_text(
+        path.read_text().replace('"manifest_version": 1', '"manifest_version": ' + "9" * 5000)
+    )
+    with pytest.raises(ArtifactError, match="not JSON this omniforge reads"):
+        load_manifest(copy)
+
+
+def test_a_linked_file_or_a_link_loop_is_refused(copy: Path, tmp_path: Path) -> None:
+    from omniforge.errors import WorkspaceError
+
+    folder = copy / "projection" / "fp32"
+    data = folder / DATA_FILENAME
+    outside = tmp_path / "elsewhere.data"
+    shutil.move(data, outside)
+    data.symlink_to(outside)
+    with pytest.raises(WorkspaceError, match="a symlink"):
+        load_session(copy, "projection", "fp32")
+    shutil.rmtree(copy / "projection" / "int8")
+    (copy / "projection" / "int8").symlink_to(copy / "projection" / "int8")
+    with pytest.raises(ArtifactError, match="cannot be resolved"):
+        load_session(copy, "projection", "int8")
+
+
+def test_an_artifacts_own_manifest_must_agree_with_the_sets(copy: Path) -> None:
+    own = copy / "projection" / "fp32" / MANIFEST_FILENAME
+    manifest = read_json(own)
+    manifest["artifact"]["metrics"]["parity"]["cosine"] = 0.5
+    write_json(own, manifest)
+    for read in (lambda: verify_all(copy), lambda: load_session(copy, "projection", "fp32")):
+        with pytest.raises(CustodyError, match="otherwise than the set's manifest"):
+            read()
+
+
+def test_a_graph_naming_itself_as_its_data_is_refused(copy: Path) -> None:
+    import onnx
+
+    folder = copy / "projection" / "fp32"
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for item in tensor.external_data:
+            if item.key == "location":
+                item.value = "model.onnx"
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    _relist(copy, "projection/fp32")
+    with pytest.raises(CustodyError, match="names itself as its external data"):
+        load_session(copy, "projection", "fp32")
+
+
+def test_private_copies_of_killed_loads_are_swept(published: Path, tmp_path: Path) -> None:
+    from omniforge.runtime.custody import PRIVATE_COPY, sweep_private_copies
+
+    stale = tmp_path / f"{PRIVATE_COPY}999999999-abc"
+    stale.mkdir()
+    alive = tmp_path / f"{PRIVATE_COPY}{os.getpid()}-abc"
+    alive.mkdir()
+    assert sweep_private_copies(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists()
+
+
+def test_numbers_past_float_range_are_named() -> None:
+    with pytest.raises(ValueError, match="GenerationConfig.temperature must be finite"):
+        GenerationConfig(temperature=10**400)

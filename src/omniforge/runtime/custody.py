@@ -16,6 +16,7 @@ check and the load cannot be what runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -29,7 +30,9 @@ from omniforge.artifacts import (
     PREFILL,
     check_digest,
     check_listing,
+    check_not_linked,
     copy_hashed,
+    process_alive,
 )
 from omniforge.errors import ArtifactError, CustodyError, WorkspaceError
 from omniforge.runtime.manifest import (
@@ -44,6 +47,8 @@ from omniforge.runtime.token2wav import Token2Wav
 
 # A RAM-backed file system on Linux: the private copies of graphs go there when it has room.
 SHARED_MEMORY = "/dev/shm"
+# A private copy's folder: ``omniforge-verified-<pid>-<random>``.
+PRIVATE_COPY = "omniforge-verified-"
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,37 @@ class Located:
 
 def _inside(directory: Path, root: Path, what: str) -> Path:
     """``directory``, refused unless its real path lies inside ``root``'s."""
-    if not directory.resolve().is_relative_to(root.resolve()):
+    try:
+        inside = directory.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError) as err:  # a link loop, an unnameable path
+        raise ArtifactError(f"{directory}: {what} cannot be resolved: {err}") from None
+    if not inside:
         raise CustodyError(f"{directory}: {what} points outside {root} (a link leaving the set)")
     return directory
+
+
+def _own_manifest_agrees(directory: Path, entry: ArtifactEntry) -> None:
+    """An artifact of a set carries its own manifest (what a copy fetched alone is verified
+    from): it must describe the artifact as the set's manifest does."""
+    own = read_artifact(directory)
+    if own != entry:
+        raise CustodyError(
+            f"{directory / MANIFEST_FILENAME}: describes {own.name} otherwise than the set's "
+            "manifest does (files, figures or source differ): one of them was edited"
+        )
 
 
 def _listed(directory: Path, entry: ArtifactEntry, what: str) -> Located:
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: listed in {what} but missing")
-    check_listing(directory, entry.records(), what, ignore=(MANIFEST_FILENAME,))
+    # Linked files could change under a check that follows them; onnx and DVC refuse them too.
+    check_not_linked(directory)
+    try:
+        check_listing(directory, entry.records(), what, ignore=(MANIFEST_FILENAME,))
+    except OSError as err:
+        raise ArtifactError(
+            f"{err.filename or directory}: cannot be read: {err.strerror}"
+        ) from None
     return Located(directory, entry, what)
 
 
@@ -81,14 +108,20 @@ def find(path: Path, component: str | None = None, variant: str | None = None) -
         raise ValueError("name both the component and the variant, or neither")
     entry = load_manifest(path).find(component, variant)
     directory = _inside(path / entry.path, path, f"the manifest's path {entry.path!r}")
-    return _listed(directory, entry, "the manifest")
+    located = _listed(directory, entry, "the manifest")
+    _own_manifest_agrees(directory, entry)
+    return located
 
 
 def verify(located: Located, skip: set[str] | frozenset[str] = frozenset()) -> None:
     """Hash every file of a listed artifact (but those in ``skip``) against its record."""
     for record in located.entry.records():
         if record.name not in skip:
-            check_digest(located.directory / record.name, record, located.what)
+            path = located.directory / record.name
+            try:
+                check_digest(path, record, located.what)
+            except OSError as err:
+                raise ArtifactError(f"{path}: cannot be read: {err.strerror}") from None
 
 
 def verify_artifact(path: Path, component: str | None = None, variant: str | None = None) -> str:
@@ -107,6 +140,7 @@ def verify_all(published_dir: Path) -> list[str]:
     for entry in manifest.artifacts:
         directory = _inside(published_dir / entry.path, published_dir, f"path {entry.path!r}")
         verify(_listed(directory, entry, "the manifest"))
+        _own_manifest_agrees(directory, entry)
     return [a.name for a in manifest.artifacts]
 
 
@@ -136,17 +170,24 @@ def external_locations(model: Path) -> list[str]:
         proto = onnx.load(str(model), load_external_data=False)
     except Exception as err:  # protobuf raises its own DecodeError
         raise ArtifactError(f"{model}: not an ONNX graph: {err}") from None
+    sparse = [
+        tensor
+        for value in proto.graph.sparse_initializer
+        for tensor in (value.values, value.indices)
+    ]
     locations = sorted(
         {
             ExternalDataInfo(tensor).location
-            for tensor in _get_all_tensors(proto)
+            for tensor in [*_get_all_tensors(proto), *sparse]
             if uses_external_data(tensor)
         }
     )
     for location in locations:
         parts = Path(location).parts
-        if not location or Path(location).is_absolute() or ".." in parts:
+        if not location or Path(location).is_absolute() or ".." in parts or "*" in location:
             raise CustodyError(f"{model}: external data {location!r} leaves the graph's folder")
+        if location == MODEL_FILENAME:
+            raise CustodyError(f"{model}: names itself as its external data")
     return locations
 
 
@@ -168,8 +209,19 @@ def copy_graph(located: Located, folder: str, into: Path) -> list[str]:
         if record is None:
             raise CustodyError(f"{source}: the graph needs it but {located.what} does not list it")
         target = into / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        check_digest(source, record, located.what, copy_hashed(source, target, record.bytes))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = copy_hashed(source, target, record.bytes)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise WorkspaceError(
+                    f"no space left in {into.parent} for a private copy of {source}: free "
+                    "space there, or point TMPDIR elsewhere"
+                ) from None
+            raise ArtifactError(
+                f"{err.filename or source}: cannot be read: {err.strerror}"
+            ) from None
+        check_digest(source, record, located.what, digest)
         return name
 
     copied = [copy(MODEL_FILENAME)]
@@ -185,6 +237,7 @@ def scratch_folder(needed: int) -> Path:
     candidates = [Path(SHARED_MEMORY)] if Path(SHARED_MEMORY).is_dir() else []
     candidates.append(Path(tempfile.gettempdir()))
     for folder in candidates:
+        sweep_private_copies(folder)
         try:
             free = shutil.disk_usage(folder).free
         except OSError:
@@ -195,6 +248,18 @@ def scratch_folder(needed: int) -> Path:
         f"no room for a private copy of {needed / 1e9:.2f} GB to load from (in "
         f"{' or '.join(map(str, candidates))}): free space there, or point TMPDIR elsewhere"
     )
+
+
+def sweep_private_copies(folder: Path) -> list[Path]:
+    """Remove private copies left in ``folder`` by loads that were killed (their process is
+    gone): in shared memory they would hold RAM until the next boot."""
+    removed = []
+    for path in folder.glob(f"{PRIVATE_COPY}*"):
+        pid = path.name.removeprefix(PRIVATE_COPY).split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _sessions(located: Located, threads: int | None) -> dict[str, Any]:
@@ -208,8 +273,9 @@ def _sessions(located: Located, threads: int | None) -> dict[str, Any]:
     sessions = {}
     copied: set[str] = set()
     scratch = scratch_folder(sum(record.bytes for record in located.entry.records()))
+    prefix = f"{PRIVATE_COPY}{os.getpid()}-"
     for role, folder in located.entry.graph_folders().items():
-        with tempfile.TemporaryDirectory(prefix="omniforge-verified-", dir=scratch) as private:
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=scratch) as private:
             copied.update(copy_graph(located, folder, Path(private)))
             sessions[role] = open_unverified_session(Path(private), threads)
     verify(located, skip=copied)
@@ -217,12 +283,12 @@ def _sessions(located: Located, threads: int | None) -> dict[str, Any]:
 
 
 def load_session(
-    path: Path, component: str | None = None, variant: str | None = None, threads: int | None = 0
+    path: Path, component: str | None = None, variant: str | None = None, threads: int | None = None
 ) -> Any:
     """An onnxruntime session for a published artifact, run from the bytes its hashes cover.
 
     ``path``: a published set (then name ``component`` and ``variant``) or one artifact's
-    folder. ``threads``: onnxruntime's intra-op threads (0: its default).
+    folder. ``threads``: onnxruntime's intra-op threads (None: its default).
     """
     located = find(path, component, variant)
     if located.entry.pair:

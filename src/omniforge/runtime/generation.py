@@ -22,6 +22,7 @@ transformers, with explicit positions so the graph stays stateless:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,11 @@ def _check_float(name: str, value: Any) -> None:
         raise ValueError(
             f"GenerationConfig.{name} must be a number, got {type(value).__name__} {value!r}"
         )
-    if not np.isfinite(value):
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:  # an int past float's range
+        finite = False
+    if not finite:
         raise ValueError(f"GenerationConfig.{name} must be finite, got {value}")
 
 

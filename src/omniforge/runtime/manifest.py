@@ -36,10 +36,14 @@ def _relative_inside(value: str) -> str:
     if (
         not value
         or PurePosixPath(value).is_absolute()
-        or "\\" in value
+        or any(character in value for character in "\\*\0")
         or any(part in ("", ".", "..") for part in parts)
     ):
         raise ValueError(f"{value!r} is not a relative path inside the set (no '..', not absolute)")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{value!r} is not a path this system can name") from None
     return value
 
 
@@ -83,7 +87,7 @@ class ArtifactEntry(Record):
     metrics: Metrics
     source: dict[str, Any] | None
     # A prefill/decode pair: role -> the subfolder holding that role's graph.
-    pair: dict[Name, RelativePath] | None = None
+    pair: dict[Literal["prefill", "decode"], RelativePath] | None = None
 
     @property
     def name(self) -> str:
@@ -102,6 +106,8 @@ class ArtifactEntry(Record):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"files lists {repeated} more than once")
+        if self.pair is not None and set(self.pair) != {"prefill", "decode"}:
+            raise ValueError(f"pair needs both roles, prefill and decode, got {sorted(self.pair)}")
         return self
 
 
@@ -124,7 +130,11 @@ class PublishedSet(Record):
     @model_validator(mode="after")
     def _names_unique(self) -> PublishedSet:
         for what, values in (
-            ("component/variant", [a.name for a in self.artifacts]),
+            (
+                "component/variant",
+                [a.name for a in self.artifacts]
+                + [f"{r.component}/{r.variant}" for r in self.rejected],
+            ),
             ("path", [a.path for a in self.artifacts]),
         ):
             repeated = sorted({v for v in values if values.count(v) > 1})

@@ -18,6 +18,7 @@ Importing this module needs numpy and onnxruntime only.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,11 +66,17 @@ class SynthesisConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
                 raise ValueError(f"SynthesisConfig.{name} must be a number, got {value!r}")
-            if not np.isfinite(value):
+            if not _finite(value):
                 raise ValueError(f"SynthesisConfig.{name} must be finite, got {value}")
         if self.guidance_scale < 0:
             raise ValueError(
                 f"SynthesisConfig.guidance_scale must be >= 0, got {self.guidance_scale}"
+            )
+        if np.any(np.diff(time_grid(self.num_steps, self.sway_coefficient)) <= 0):
+            # transformers' solver then stops early by interpolation: a different solve.
+            raise ValueError(
+                f"SynthesisConfig.sway_coefficient {self.sway_coefficient} warps the "
+                f"{self.num_steps} time points out of increasing order"
             )
 
     @property
@@ -230,6 +237,13 @@ class Token2Wav:
         return self.waveform(self.mel(codes, reference_mel, cond, config, noise))
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int past float's range
+        return False
+
+
 def _floats(name: str, value: Any, rank: int) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim != rank or not np.issubdtype(array.dtype, np.floating):
@@ -314,7 +328,10 @@ class Token2WavStream:
         """Add codes (a 1-D sequence, ids < num_embeds); the audio chunks now ready."""
         if self.finished:
             raise ValueError("this stream is finished: start a new one for the next utterance")
-        new = np.asarray(codes).reshape(1, -1)
+        new = np.asarray(codes)
+        if new.ndim > 2 or (new.ndim == 2 and new.shape[0] != 1):
+            raise ValueError(f"a stream takes the codes of one row, got shape {new.shape}")
+        new = new.reshape(1, -1)
         if new.size:
             checked, _, _ = self.t2w.check_inputs(new, self.reference_mel, self.cond)
             self.codes = np.concatenate([self.codes, checked], axis=1)

@@ -14,6 +14,7 @@ so the files are in the page cache):
              model.onnx with intra_op=N, inter_op=1; RSS and ru_maxrss
 Prints one JSON object: median/min/max of each figure, plus the raw samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,12 +76,14 @@ print("RESULT " + json.dumps(out))
 def run_child(mode: str, folder: str, threads: int) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, mode, folder, str(threads)],
-        capture_output=True, text=True, env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
     )
     if done.returncode != 0:
         raise SystemExit(f"{mode} child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    line = [row for row in done.stdout.splitlines() if row.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
 
 
 def summary(values: list[float]) -> dict:

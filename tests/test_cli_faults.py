@@ -84,13 +84,13 @@ def test_release_outside_a_dvc_project_is_named(bad: Path) -> None:
     assert_named(omniforge("release", cwd=bad / "git-only"), "is not a DVC project")
 
 
-def test_compare_needs_component_slash_variant(tiny_variants: dict, tmp_path: Path) -> None:
+def published_projection(tiny_variants: dict, out: Path) -> Path:
+    """A published set of the tiny projection's fp32 graph."""
     from test_cli import candidate
 
     from omniforge.params import Gate
     from omniforge.publish import publish
 
-    out = tmp_path / "published"
     publish(
         [candidate("fp32", tiny_variants["projection"]["fp32"], 1.0, 2.0)],
         {"fp32": Gate()},
@@ -98,6 +98,11 @@ def test_compare_needs_component_slash_variant(tiny_variants: dict, tmp_path: Pa
         {},
         {},
     )
+    return out
+
+
+def test_compare_needs_component_slash_variant(tiny_variants: dict, tmp_path: Path) -> None:
+    out = published_projection(tiny_variants, tmp_path / "published")
     assert_named(
         omniforge(
             "compare", "projection", "projection/fp32", "--directory", str(out), cwd=tmp_path
@@ -127,19 +132,7 @@ def without_root_powers(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_unreadable_files_and_folders_are_named(tiny_variants: dict, tmp_path: Path) -> None:
-    from test_cli import candidate
-
-    from omniforge.params import Gate
-    from omniforge.publish import publish
-
-    out = tmp_path / "published"
-    publish(
-        [candidate("fp32", tiny_variants["projection"]["fp32"], 1.0, 2.0)],
-        {"fp32": Gate()},
-        out,
-        {},
-        {},
-    )
+    out = published_projection(tiny_variants, tmp_path / "published")
     one = out / "projection" / "fp32"
     (one / "model.onnx.data").chmod(0)
     for target in (out, one):

@@ -282,11 +282,34 @@ def check_files(
 
 
 def artifact_bytes(directory: Path) -> dict[str, int]:
-    """Sizes of an artifact: the graph, its external data, and the total on disk."""
+    """Sizes of an artifact: the graph, its external data, and the total on disk (which
+    counts its data files too, e.g. speakers)."""
     directory = Path(directory)
     total = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
     graph = (directory / MODEL_FILENAME).stat().st_size
-    return {"graph_bytes": graph, "external_data_bytes": total - graph, "total_bytes": total}
+    others = sum(path.stat().st_size for path in data_files(directory))
+    return {
+        "graph_bytes": graph,
+        "external_data_bytes": total - graph - others,
+        "total_bytes": total,
+    }
+
+
+def data_files(directory: Path) -> list[Path]:
+    """The files an artifact carries beside its graph (e.g. a component's speakers): every
+    top-level file but the graph, its external data and the export's source record. Each
+    pass hands them on unchanged."""
+    graph_files = (MODEL_FILENAME, DATA_FILENAME, SOURCE_FILENAME)
+    return sorted(
+        path
+        for path in Path(directory).iterdir()
+        if path.is_file() and path.name not in graph_files
+    )
+
+
+def copy_data_files(src_dir: Path, dst_dir: Path) -> None:
+    for path in data_files(src_dir):
+        shutil.copyfile(path, Path(dst_dir) / path.name)
 
 
 def model_path(directory: Path) -> Path:

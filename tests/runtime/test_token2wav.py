@@ -19,6 +19,7 @@ from omniforge.params import Gate
 from omniforge.publish import Candidate, publish
 from omniforge.runtime import SynthesisConfig, Token2Wav, load_token2wav
 from omniforge.runtime.session import open_unverified_session
+from omniforge.runtime.speakers import SPEAKERS_FILENAME, Speaker, decode_speakers
 from omniforge.runtime.token2wav import StreamSettings, Token2WavStream, snr_db, time_grid
 from omniforge.sources.synthetic import SyntheticSource
 
@@ -31,33 +32,42 @@ def model(tiny_source: SyntheticSource) -> torch.nn.Module:
 
 
 def synthesizer(variants: dict, dit: str = "fp32") -> Token2Wav:
+    conditioning = variants["token2wav_conditioning"]["fp32"]
     return Token2Wav(
-        open_unverified_session(variants["token2wav_conditioning"]["fp32"]),
+        open_unverified_session(conditioning),
         open_unverified_session(variants["token2wav_dit"][dit]),
         open_unverified_session(variants["token2wav_vocoder"]["fp32"]),
+        speakers=decode_speakers((conditioning / SPEAKERS_FILENAME).read_bytes(), "test"),
     )
 
 
-def speaker(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def own_voice(seed: int = 0) -> Speaker:
+    """A voice that is not the source's: a reference mel and cond of one's own."""
     rng = np.random.default_rng(seed)
-    codes = rng.integers(0, 8193, (BATCH, CODES))
-    reference_mel = (rng.standard_normal((BATCH, 57, 80)) - 4).astype(np.float32)
-    cond = rng.standard_normal((BATCH, 192)).astype(np.float32)
-    return codes, reference_mel, cond
+    return Speaker(
+        (rng.standard_normal((57, 80)) - 4).astype(np.float32),
+        rng.standard_normal(192).astype(np.float32),
+        0,
+    )
+
+
+def utterance(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 8193, (BATCH, CODES))
 
 
 def transformers_waveform(
-    model: torch.nn.Module, codes: np.ndarray, mel: np.ndarray, cond: np.ndarray, config
+    model: torch.nn.Module, codes: np.ndarray, voice: Speaker, config
 ) -> tuple[np.ndarray, np.ndarray]:
     """transformers' forward and the noise its sample() drew (same seed, drawn again)."""
     torch.manual_seed(7)
     noise = torch.randn([codes.shape[0], 2 * codes.shape[1], 80]).numpy()
     torch.manual_seed(7)
+    batch = codes.shape[0]
     with torch.inference_mode():
         waveform = model(
             torch.from_numpy(codes),
-            torch.from_numpy(cond),
-            torch.from_numpy(mel),
+            torch.from_numpy(voice.cond).expand(batch, -1),
+            torch.from_numpy(voice.reference_mel).expand(batch, -1, -1),
             num_steps=config.num_steps,
             guidance_scale=config.guidance_scale,
             sway_coefficient=config.sway_coefficient,
@@ -73,23 +83,21 @@ def transformers_waveform(
 def test_synthesis_equals_transformers_with_the_same_noise(
     tiny_variants: dict, model: torch.nn.Module, config: SynthesisConfig
 ) -> None:
-    codes, reference_mel, cond = speaker()
-    expected, noise = transformers_waveform(model, codes, reference_mel, cond, config)
-    waveform = synthesizer(tiny_variants).synthesize(codes, reference_mel, cond, config, noise)
+    t2w = synthesizer(tiny_variants)
+    codes, voice = utterance(), t2w.speaker("Ethan")
+    expected, noise = transformers_waveform(model, codes, voice, config)
+    waveform = t2w.synthesize(codes, "Ethan", config, noise)
     assert waveform.shape == (BATCH, CODES * 480) and waveform.dtype == np.float32
     assert np.abs(expected).max() > 0.1 and np.mean(np.abs(expected) >= 1) < 0.01, "not silent"
     assert snr_db(expected, waveform) > 60
 
 
 def test_a_quantized_dit_costs_measurable_snr(tiny_variants: dict, model: torch.nn.Module) -> None:
-    codes, reference_mel, cond = speaker(1)
-    expected, noise = transformers_waveform(model, codes, reference_mel, cond, SynthesisConfig())
-    fp32 = snr_db(
-        expected, synthesizer(tiny_variants).synthesize(codes, reference_mel, cond, noise=noise)
-    )
+    codes, voice = utterance(1), own_voice(1)
+    expected, noise = transformers_waveform(model, codes, voice, SynthesisConfig())
+    fp32 = snr_db(expected, synthesizer(tiny_variants).synthesize(codes, voice, noise=noise))
     int8 = snr_db(
-        expected,
-        synthesizer(tiny_variants, "int8").synthesize(codes, reference_mel, cond, noise=noise),
+        expected, synthesizer(tiny_variants, "int8").synthesize(codes, voice, noise=noise)
     )
     assert int8 < fp32 and int8 > 5, (fp32, int8)
 
@@ -106,12 +114,13 @@ def test_the_same_seed_gives_the_same_audio_and_another_seed_other_audio(
     tiny_variants: dict,
 ) -> None:
     t2w = synthesizer(tiny_variants)
-    codes, reference_mel, cond = speaker()
+    codes = utterance()
     config = SynthesisConfig(num_steps=3)
-    first = t2w.synthesize(codes, reference_mel, cond, config)
-    np.testing.assert_array_equal(first, t2w.synthesize(codes, reference_mel, cond, config))
-    other = t2w.synthesize(codes, reference_mel, cond, SynthesisConfig(num_steps=3, seed=1))
+    first = t2w.synthesize(codes, None, config)
+    np.testing.assert_array_equal(first, t2w.synthesize(codes, "Chelsie", config))
+    other = t2w.synthesize(codes, None, SynthesisConfig(num_steps=3, seed=1))
     assert not np.array_equal(first, other)
+    assert not np.array_equal(first, t2w.synthesize(codes, "Ethan", config))
 
 
 @pytest.mark.parametrize(
@@ -120,34 +129,35 @@ def test_the_same_seed_gives_the_same_audio_and_another_seed_other_audio(
         ({"codes": [[1, 8193]]}, ValueError, r"codes\[0, 1\] is 8193, outside .* \[0, 8193\)"),
         ({"codes": [[-1, 3]]}, ValueError, r"codes\[0, 0\] is -1"),
         ({"codes": [[1.5, 2.0]]}, ValueError, "codes must be integers"),
-        ({"reference_mel": "nan"}, ValueError, r"reference_mel holds a non-finite value"),
-        ({"cond": np.zeros((1, 191), np.float32)}, ContractError, r"cond must be \[batch, 192\]"),
-        ({"reference_mel": np.zeros((1, 4, 80), np.float32)}, ContractError, "frames >= 8"),
-        ({"cond": np.zeros((2, 192), np.float32)}, ValueError, "batch mismatch"),
+        ({"codes": np.zeros((1, 0), np.int64)}, ValueError, r"codes must be \[batch, codes >= 1\]"),
+        ({"codes": np.ones((1, 16385), np.int64)}, ValueError, "past the DiT's max_position"),
+        ({"speaker": "Nobody"}, ValueError, "unknown speaker 'Nobody': .* Chelsie, Ethan"),
+        ({"speaker": "nan"}, ValueError, r"reference_mel holds a non-finite value"),
+        (
+            {"speaker": Speaker(np.zeros((20, 80), np.float32), np.zeros(191, np.float32), 0)},
+            ContractError,
+            r"cond must be \[192\]",
+        ),
+        (
+            {"speaker": Speaker(np.zeros((4, 80), np.float32), np.zeros(192, np.float32), 0)},
+            ContractError,
+            "frames >= 8",
+        ),
         ({"noise": np.zeros((1, 3, 80), np.float32)}, ValueError, r"noise must be \[1, 4, 80\]"),
     ],
 )
 def test_bad_synthesis_inputs_are_named(
     tiny_variants: dict, change: dict, error: type, message: str
 ) -> None:
-    inputs = {
-        "codes": np.array([[1, 2]]),
-        "reference_mel": np.zeros((1, 20, 80), np.float32),
-        "cond": np.zeros((1, 192), np.float32),
-        "noise": None,
-    }
-    for key, value in change.items():
-        if isinstance(value, str):
-            value = inputs[key].copy()
-            value[0, 3, 5] = np.nan
-        inputs[key] = value
+    inputs = {"codes": np.array([[1, 2]]), "speaker": None, "noise": None}
+    inputs.update(change)
+    if inputs["speaker"] == "nan":
+        mel = np.zeros((20, 80), np.float32)
+        mel[3, 5] = np.nan
+        inputs["speaker"] = Speaker(mel, np.zeros(192, np.float32), 0)
     with pytest.raises(error, match=message):
         synthesizer(tiny_variants).synthesize(
-            inputs["codes"],
-            inputs["reference_mel"],
-            inputs["cond"],
-            SynthesisConfig(num_steps=2),
-            inputs["noise"],
+            inputs["codes"], inputs["speaker"], SynthesisConfig(num_steps=2), inputs["noise"]
         )
 
 
@@ -191,10 +201,11 @@ def test_a_published_token2wav_loads_verified_and_without_torch(
     published: Path, tiny_variants: dict
 ) -> None:
     t2w = load_token2wav(published, threads=1, dit="int8")
-    codes, reference_mel, cond = speaker()
+    assert sorted(t2w.speakers) == ["Chelsie", "Ethan"] and t2w.default_speaker == "Chelsie"
+    codes = utterance()
     config = SynthesisConfig(num_steps=3)
-    expected = synthesizer(tiny_variants, "int8").synthesize(codes, reference_mel, cond, config)
-    np.testing.assert_array_equal(t2w.synthesize(codes, reference_mel, cond, config), expected)
+    expected = synthesizer(tiny_variants, "int8").synthesize(codes, "Ethan", config)
+    np.testing.assert_array_equal(t2w.synthesize(codes, "Ethan", config), expected)
     code = (
         "import sys\n"
         "from omniforge.runtime import load_token2wav\n"
@@ -218,8 +229,7 @@ def test_a_changed_byte_in_any_token2wav_graph_is_refused(published: Path, tmp_p
 
 def stream(t2w: Token2Wav, codes: np.ndarray, settings: StreamSettings, step: int = 5) -> tuple:
     """The streamed waveform and how many codes had been pushed when the first audio came."""
-    reference_mel, cond = speaker()[1:]
-    streaming = Token2WavStream(t2w, reference_mel[:1], cond[:1], SynthesisConfig(), settings)
+    streaming = Token2WavStream(t2w, "Ethan", SynthesisConfig(), settings)
     chunks, first = [], None
     for start in range(0, codes.shape[1], step):
         chunks += streaming.push(codes[0, start : start + step])
@@ -232,8 +242,7 @@ def stream(t2w: Token2Wav, codes: np.ndarray, settings: StreamSettings, step: in
 def test_a_stream_approaches_the_offline_audio_and_starts_early(tiny_variants: dict) -> None:
     t2w = synthesizer(tiny_variants)
     codes = np.random.default_rng(5).integers(0, 8193, (1, 120))
-    reference_mel, cond = speaker()[1:]
-    offline = t2w.synthesize(codes, reference_mel[:1], cond[:1])[0]
+    offline = t2w.synthesize(codes, "Ethan")[0]
     whole, _ = stream(t2w, codes, StreamSettings(chunk_frames=240))
     np.testing.assert_array_equal(whole, offline)  # one window: the offline synthesis itself
     streamed, first = stream(t2w, codes, StreamSettings())
@@ -261,8 +270,7 @@ def test_bad_stream_settings_are_named(setting: dict, message: str) -> None:
 
 
 def test_a_stream_refuses_bad_codes_and_codes_after_its_end(tiny_variants: dict) -> None:
-    reference_mel, cond = speaker()[1:]
-    streaming = Token2WavStream(synthesizer(tiny_variants), reference_mel[:1], cond[:1])
+    streaming = Token2WavStream(synthesizer(tiny_variants))
     with pytest.raises(ValueError, match=r"codes\[0, 1\] is 8294"):
         streaming.push([5, 8294])
     streaming.push([5, 6])
@@ -270,4 +278,6 @@ def test_a_stream_refuses_bad_codes_and_codes_after_its_end(tiny_variants: dict)
     with pytest.raises(ValueError, match="this stream is finished"):
         streaming.push([7])
     with pytest.raises(ValueError, match="one row"):
-        Token2WavStream(synthesizer(tiny_variants), reference_mel, cond)
+        Token2WavStream(synthesizer(tiny_variants)).push(np.ones((2, 3), np.int64))
+    with pytest.raises(ValueError, match="unknown speaker 'Nobody'"):
+        Token2WavStream(synthesizer(tiny_variants), "Nobody")

@@ -111,6 +111,11 @@ class Component(ABC):
             for name, axes in self.input_axes(configs).items()
         }
 
+    def extra_files(self, source: ModelSource) -> dict[str, bytes]:
+        """Files the artifact carries beside its graph, by name (hashed and published with
+        it; every pass hands them on). None by default."""
+        return {}
+
     def exporting(self) -> contextlib.AbstractContextManager[Any]:
         """What must hold while the exporter traces the module (nothing, by default)."""
         return contextlib.nullcontext()

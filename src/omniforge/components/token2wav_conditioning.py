@@ -67,6 +67,12 @@ class Token2WavConditioning(Component):
             "cond": {0: batch},
         }
 
+    def extra_files(self, source: ModelSource) -> dict[str, bytes]:
+        """The source's speakers and the graphs' limits: what a synthesizer reads with it."""
+        from omniforge.runtime.speakers import SPEAKERS_FILENAME, encode_speakers
+
+        return {SPEAKERS_FILENAME: encode_speakers(source.speakers())}
+
     def exporting(self) -> contextlib.AbstractContextManager[Any]:
         from omniforge.sources.token2wav_graphs import symbolic_ecapa_batch
 

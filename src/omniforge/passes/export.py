@@ -69,6 +69,8 @@ def export_component(
     with atomic_directory(out_dir) as tmp:
         save_ir_model(program.model, tmp)
         check_artifact(tmp)
+        for name, data in component.extra_files(source).items():
+            (tmp / name).write_bytes(data)
         # Where the weights came from, for the manifest. Nothing time-dependent goes in
         # here: the directory's hash must reproduce.
         write_json(tmp / SOURCE_FILENAME, source.record())

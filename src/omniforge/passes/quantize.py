@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from omniforge.artifacts import atomic_directory, check_artifact, model_path, save_ir_model
+from omniforge.artifacts import (
+    atomic_directory,
+    check_artifact,
+    copy_data_files,
+    model_path,
+    save_ir_model,
+)
 from omniforge.errors import ParamsError
 from omniforge.params import Int4Params, Int8Params, QuantizeParams
 
@@ -297,5 +303,6 @@ def quantize_artifact(src_dir: Path, out_dir: Path, scheme: str, params: Quantiz
     with atomic_directory(out_dir) as tmp:
         save_ir_model(model, tmp)
         check_artifact(tmp)
+        copy_data_files(src_dir, tmp)
     log.info("quantized %s with %s in %.1fs", source, scheme, time.perf_counter() - started)
     return Path(out_dir)

@@ -12,6 +12,7 @@ from omniforge.artifacts import (
     MODEL_FILENAME,
     atomic_directory,
     check_artifact,
+    copy_data_files,
     model_path,
     save_model,
 )
@@ -38,6 +39,7 @@ def simplify_artifact(
             for name in (MODEL_FILENAME, DATA_FILENAME):
                 shutil.copyfile(Path(src_dir) / name, tmp / name)
             check_artifact(tmp)
+            copy_data_files(src_dir, tmp)
         return Path(out_dir)
     started = time.perf_counter()
     log.info("simplifying %s", source)
@@ -56,4 +58,5 @@ def simplify_artifact(
     with atomic_directory(out_dir) as tmp:
         save_model(model, tmp)
         check_artifact(tmp)
+        copy_data_files(src_dir, tmp)
     return Path(out_dir)

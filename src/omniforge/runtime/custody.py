@@ -17,6 +17,7 @@ check and the load cannot be what runs.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from omniforge.runtime.manifest import (
     read_artifact,
 )
 from omniforge.runtime.session import open_unverified_session
+from omniforge.runtime.speakers import SPEAKERS_FILENAME, decode_speakers
 from omniforge.runtime.talker import OnnxTalker
 from omniforge.runtime.token2wav import Token2Wav
 
@@ -159,6 +161,22 @@ def _check_nothing_stray(root: Path, paths: list[str]) -> None:
             f"{item}: a {kind} the manifest does not list (a published set holds its manifest "
             "and its artifacts only)"
         )
+
+
+def read_verified(located: Located, name: str) -> bytes:
+    """A small file of a listed artifact (e.g. its speakers), read once into memory and
+    refused unless those bytes have the sha256 its record lists: what is parsed is what was
+    hashed."""
+    records = {record.name: record for record in located.entry.records()}
+    path = located.directory / name
+    if name not in records:
+        raise CustodyError(f"{path}: needed, but {located.what} does not list it")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ArtifactError(f"{path}: cannot be read: {err.strerror}") from None
+    check_digest(path, records[name], located.what, hashlib.sha256(data).hexdigest())
+    return data
 
 
 def external_locations(model: Path) -> list[str]:
@@ -326,15 +344,18 @@ def load_token2wav(
     **variants: str,
 ) -> Token2Wav:
     """Token2Wav from a published set: its three graphs (``token2wav_conditioning``,
-    ``token2wav_dit``, ``token2wav_vocoder``), each verified and run from the hashed bytes.
+    ``token2wav_dit``, ``token2wav_vocoder``), each verified and run from the hashed bytes,
+    and the speakers the conditioning artifact carries (parsed from the bytes hashed).
 
     ``variant`` is each graph's variant unless named per graph, e.g. ``dit="int8"``.
     """
     unknown = sorted(set(variants) - set(TOKEN2WAV_GRAPHS))
     if unknown:
         raise ValueError(f"unknown Token2Wav graphs {unknown} (known: {list(TOKEN2WAV_GRAPHS)})")
-    sessions = [
-        load_session(published_dir, f"token2wav_{graph}", variants.get(graph, variant), threads)
-        for graph in TOKEN2WAV_GRAPHS
-    ]
-    return Token2Wav(*sessions)
+    sessions, located = {}, {}
+    for graph in TOKEN2WAV_GRAPHS:
+        located[graph] = find(published_dir, f"token2wav_{graph}", variants.get(graph, variant))
+        sessions[graph] = _sessions(located[graph], threads)[""]
+    data = read_verified(located["conditioning"], SPEAKERS_FILENAME)
+    speakers = decode_speakers(data, str(located["conditioning"].directory / SPEAKERS_FILENAME))
+    return Token2Wav(**sessions, speakers=speakers)

@@ -27,13 +27,15 @@ import numpy as np
 
 from omniforge.errors import ContractError
 from omniforge.runtime.generation import check_finite
-from omniforge.talker_io import TOKEN2WAV_NUM_EMBEDS
+from omniforge.runtime.speakers import Speaker, SpeakerFile
 
 MEL_FRAMES_PER_CODE = 2
 SAMPLES_PER_FRAME = 240
 SAMPLE_RATE = 24_000
 # Below this guidance scale transformers skips classifier-free guidance altogether.
 NO_GUIDANCE = 1e-5
+# transformers' default voice.
+DEFAULT_SPEAKER = "Chelsie"
 # A reference mel shorter than this is refused by ECAPA's reflect padding.
 MIN_REFERENCE_FRAMES = 8
 
@@ -117,30 +119,43 @@ def solve_rk4(velocity: Velocity, start: np.ndarray, times: np.ndarray) -> np.nd
 
 
 class Token2Wav:
-    """The conditioning, DiT and vocoder graphs in onnxruntime sessions (see the module doc).
+    """The conditioning, DiT and vocoder graphs in onnxruntime sessions (see the module doc),
+    and the speakers and limits of their source.
 
     Load published ones with ``omniforge.runtime.load_token2wav``, which verifies them.
     """
 
-    def __init__(
-        self,
-        conditioning: Any,
-        dit: Any,
-        vocoder: Any,
-        *,
-        num_embeds: int = TOKEN2WAV_NUM_EMBEDS,
-    ) -> None:
+    def __init__(self, conditioning: Any, dit: Any, vocoder: Any, *, speakers: SpeakerFile) -> None:
         self.conditioning = conditioning
         self.dit = dit
         self.vocoder = vocoder
-        self.num_embeds = num_embeds
+        self.speakers = speakers.speakers
+        self.num_embeds = speakers.num_embeds
+        self.max_frames = speakers.max_position_embeddings
         self.mel_dim = _last_dim(dit, "noisy_mel")
         self.cond_dim = _last_dim(conditioning, "cond")
 
+    @property
+    def default_speaker(self) -> str:
+        """transformers' default voice when the source has it, else the first by name."""
+        return DEFAULT_SPEAKER if DEFAULT_SPEAKER in self.speakers else min(self.speakers)
+
+    def speaker(self, speaker: str | Speaker | None = None) -> Speaker:
+        """A voice by name (None: the default), or one given as a :class:`Speaker`."""
+        if isinstance(speaker, Speaker):
+            return speaker
+        name = self.default_speaker if speaker is None else speaker
+        if name not in self.speakers:
+            raise ValueError(
+                f"unknown speaker {name!r}: this Token2Wav has {', '.join(sorted(self.speakers))}"
+            )
+        return self.speakers[name]
+
     def check_inputs(
-        self, codes: Any, reference_mel: Any, cond: Any
+        self, codes: Any, speaker: str | Speaker | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """int64 codes and float32 speaker arrays, or a ValueError naming what is wrong."""
+        """int64 codes and the speaker's float32 arrays per row (reference mel, cond), or a
+        ValueError naming what is wrong."""
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] < 1 or codes.shape[0] < 1:
             raise ValueError(f"codes must be [batch, codes >= 1], got shape {codes.shape}")
@@ -154,22 +169,22 @@ class Token2Wav:
                 f"[0, {self.num_embeds}): strip the talker's control ids first "
                 "(GenerationResult.audio_codes)"
             )
-        reference_mel = _floats("reference_mel", reference_mel, 3)
-        cond = _floats("cond", cond, 2)
-        batch = codes.shape[0]
-        if reference_mel.shape[0] != batch or cond.shape[0] != batch:
-            raise ValueError(
-                f"batch mismatch: codes {batch}, reference_mel {reference_mel.shape[0]}, "
-                f"cond {cond.shape[0]}"
-            )
-        if reference_mel.shape[2] != self.mel_dim or reference_mel.shape[1] < MIN_REFERENCE_FRAMES:
+        voice = self.speaker(speaker)
+        reference_mel = _floats("reference_mel", voice.reference_mel, 2)
+        cond = _floats("cond", voice.cond, 1)
+        if reference_mel.shape[1] != self.mel_dim or reference_mel.shape[0] < MIN_REFERENCE_FRAMES:
             raise ContractError(
-                f"reference_mel must be [batch, frames >= {MIN_REFERENCE_FRAMES}, "
-                f"{self.mel_dim}], got {reference_mel.shape}"
+                f"a speaker's reference_mel must be [frames >= {MIN_REFERENCE_FRAMES}, "
+                f"{self.mel_dim}], got {list(reference_mel.shape)}"
             )
-        if cond.shape[1] != self.cond_dim:
-            raise ContractError(f"cond must be [batch, {self.cond_dim}], got {cond.shape}")
-        return codes.astype(np.int64), reference_mel, cond
+        if cond.shape != (self.cond_dim,):
+            raise ContractError(f"a speaker's cond must be [{self.cond_dim}], got {cond.shape}")
+        batch = codes.shape[0]
+        return (
+            codes.astype(np.int64),
+            np.ascontiguousarray(np.broadcast_to(reference_mel, (batch, *reference_mel.shape))),
+            np.ascontiguousarray(np.broadcast_to(cond, (batch, *cond.shape))),
+        )
 
     def noise(self, batch: int, codes: int, seed: int) -> np.ndarray:
         """The initial mel [batch, 2 codes, 80]: standard normal from ``seed``."""
@@ -179,16 +194,21 @@ class Token2Wav:
     def mel(
         self,
         codes: Any,
-        reference_mel: Any,
-        cond: Any,
+        speaker: str | Speaker | None = None,
         config: SynthesisConfig | None = None,
         noise: Any = None,
     ) -> np.ndarray:
         """The mel spectrogram [batch, 80, 2 codes] the DiT solves for."""
         config = config or SynthesisConfig()
-        codes, reference_mel, cond = self.check_inputs(codes, reference_mel, cond)
+        codes, reference_mel, cond = self.check_inputs(codes, speaker)
         batch, length = codes.shape
         shape = (batch, MEL_FRAMES_PER_CODE * length, self.mel_dim)
+        if shape[1] > self.max_frames:
+            raise ValueError(
+                f"{length} codes are {shape[1]} mel frames, past the DiT's "
+                f"max_position_embeddings of {self.max_frames}: stream it (Token2WavStream "
+                "solves a window at a time) or split the utterance"
+            )
         if noise is None:
             start = self.noise(batch, length, config.seed)
         else:
@@ -228,13 +248,12 @@ class Token2Wav:
     def synthesize(
         self,
         codes: Any,
-        reference_mel: Any,
-        cond: Any,
+        speaker: str | Speaker | None = None,
         config: SynthesisConfig | None = None,
         noise: Any = None,
     ) -> np.ndarray:
         """Codes [batch, N] to a 24 kHz waveform [batch, 480 N] in [-1, 1]."""
-        return self.waveform(self.mel(codes, reference_mel, cond, config, noise))
+        return self.waveform(self.mel(codes, speaker, config, noise))
 
 
 def _finite(value: float) -> bool:
@@ -301,22 +320,15 @@ class Token2WavStream:
     def __init__(
         self,
         token2wav: Token2Wav,
-        reference_mel: Any,
-        cond: Any,
+        speaker: str | Speaker | None = None,
         config: SynthesisConfig | None = None,
         settings: StreamSettings | None = None,
     ) -> None:
         self.t2w = token2wav
         self.config = config or SynthesisConfig()
         self.settings = settings or StreamSettings()
-        if np.ndim(reference_mel) != 3 or np.shape(reference_mel)[0] != 1:
-            raise ValueError(
-                "a stream synthesises one row: give reference_mel [1, frames, 80] and cond "
-                f"[1, 192], not a reference_mel of shape {np.shape(reference_mel)}"
-            )
-        _, self.reference_mel, self.cond = token2wav.check_inputs(
-            np.zeros((1, 1), np.int64), reference_mel, cond
-        )
+        self.speaker = token2wav.speaker(speaker)
+        token2wav.check_inputs(np.zeros((1, 1), np.int64), self.speaker)
         self.codes = np.zeros((1, 0), np.int64)
         self._rng = np.random.default_rng(self.config.seed)
         self._noise = np.zeros((1, 0, token2wav.mel_dim), np.float32)
@@ -333,7 +345,7 @@ class Token2WavStream:
             raise ValueError(f"a stream takes the codes of one row, got shape {new.shape}")
         new = new.reshape(1, -1)
         if new.size:
-            checked, _, _ = self.t2w.check_inputs(new, self.reference_mel, self.cond)
+            checked, _, _ = self.t2w.check_inputs(new, self.speaker)
             self.codes = np.concatenate([self.codes, checked], axis=1)
         return self._advance(final=False)
 
@@ -377,7 +389,7 @@ class Token2WavStream:
         last = min(self.frames, end + settings.right_frames)
         noise = self._noise_until(last)[:, first:last]
         codes = self.codes[:, first // MEL_FRAMES_PER_CODE : last // MEL_FRAMES_PER_CODE]
-        mel = self.t2w.mel(codes, self.reference_mel, self.cond, self.config, noise)
+        mel = self.t2w.mel(codes, self.speaker, self.config, noise)
         return mel[:, :, start - first : end - first]
 
     def _render(self, start: int, end: int) -> np.ndarray:

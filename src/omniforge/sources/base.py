@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         Qwen2_5OmniToken2WavModel,
     )
 
+    from omniforge.runtime.speakers import SpeakerFile
     from omniforge.sources.audio_head import AudioHead
     from omniforge.sources.token2wav import Token2WavMetadata
 
@@ -40,6 +41,8 @@ class ModelSource(Protocol):
     def record(self) -> dict[str, Any]: ...
 
     def token2wav_metadata(self) -> Token2WavMetadata: ...
+
+    def speakers(self) -> SpeakerFile: ...
 
 
 def frozen_fp32(module: ModuleT) -> ModuleT:

@@ -34,12 +34,14 @@ from omniforge.sources.meta_loading import (
     parameters_on_meta,
 )
 from omniforge.sources.safetensors_index import TensorIndex, read_tensors
+from omniforge.sources.speakers import SPEAKER_DICT, read_speaker_dict
 from omniforge.sources.token2wav import CODEC_EMBED_KEYS, Token2WavMetadata, from_config, reconcile
 
 if TYPE_CHECKING:
     from transformers import Qwen2_5OmniTalkerForConditionalGeneration, Qwen2_5OmniToken2WavModel
 
     from omniforge.params import ModelParams
+    from omniforge.runtime.speakers import SpeakerFile
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,10 @@ class PretrainedSource:
             reconcile([metadata, stored])
         return metadata
 
+    def speakers(self) -> SpeakerFile:
+        """The checkpoint's ``spk_dict.pt``, checked against its Token2Wav config."""
+        return read_speaker_dict(self.directory / SPEAKER_DICT, self.configs)
+
     def needed_tensors(self) -> list[str]:
         """Every tensor the components read (by name, as the index holds them)."""
         names = self.index.names(TALKER_PREFIX) + self.index.names(TOKEN2WAV_PREFIX)
@@ -196,6 +202,8 @@ class PretrainedSource:
         if self.index.index_file is not None:
             files.append(self.index.index_file)
         files += [self.directory / shard for shard in self.index.shards(self.needed_tensors())]
+        if (self.directory / SPEAKER_DICT).is_file():
+            files.append(self.directory / SPEAKER_DICT)
         return files
 
     @functools.cached_property
@@ -222,4 +230,9 @@ class PretrainedSource:
             "config": asdict(digests[self.directory / CONFIG_NAME]),
             "index": asdict(digests[index]) if index is not None else None,
             "shards": [asdict(digests[self.directory / shard]) for shard in shards],
+            "speakers": (
+                asdict(digests[self.directory / SPEAKER_DICT])
+                if self.directory / SPEAKER_DICT in digests
+                else None
+            ),
         }

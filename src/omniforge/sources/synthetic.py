@@ -18,10 +18,13 @@ from omniforge.sources.presets import (
     talker_config_kwargs,
     token2wav_config_kwargs,
 )
+from omniforge.sources.speakers import synthetic_speakers
 from omniforge.sources.token2wav import Token2WavMetadata, from_config
 
 if TYPE_CHECKING:
     from transformers import Qwen2_5OmniTalkerForConditionalGeneration, Qwen2_5OmniToken2WavModel
+
+    from omniforge.runtime.speakers import SpeakerFile
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +163,6 @@ class SyntheticSource:
 
     def token2wav_metadata(self) -> Token2WavMetadata:
         return from_config(self.configs.token2wav, f"preset {self.preset} token2wav config")
+
+    def speakers(self) -> SpeakerFile:
+        return synthetic_speakers(self.configs, self.seed)

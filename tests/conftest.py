@@ -70,6 +70,31 @@ def tiny_variants(tiny_root: Path) -> dict[str, dict[str, Path]]:
 
 
 @pytest.fixture(scope="session")
+def token2wav_published(tiny_variants: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A published set of the tiny Token2Wav's three graphs, fp32 and int8."""
+    from omniforge.artifacts import artifact_bytes, artifact_files
+    from omniforge.params import Gate
+    from omniforge.publish import Candidate, publish
+
+    out = tmp_path_factory.mktemp("token2wav") / "published"
+    candidates = [
+        Candidate(
+            component=name,
+            variant=variant,
+            directories={"": tiny_variants[name][variant]},
+            graph_kind="full-sequence",
+            parity={"cosine": 1.0},
+            benchmark={"size": artifact_bytes(tiny_variants[name][variant])},
+            files=artifact_files(tiny_variants[name][variant]),
+        )
+        for name in TOKEN2WAV_COMPONENTS
+        for variant in ("fp32", "int8")
+    ]
+    publish(candidates, {"fp32": Gate(), "int8": Gate()}, out, {}, {})
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_exports(tiny_root: Path) -> dict[str, Path]:
     return {name: tiny_root / "export" / name for name in TINY_COMPONENTS}
 

@@ -108,11 +108,17 @@ def atomic_directory(final: Path) -> Iterator[Path]:
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename), keys sorted for stable diffs."""
+    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling renamed over it: a reader sees
+    the old file or the whole new one, and a failed write leaves nothing behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

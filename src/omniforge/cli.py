@@ -4,6 +4,7 @@ omniforge inventory DIR       every .onnx under DIR: true size, data files, I/O,
 omniforge verify DIR          a published set or one artifact folder, against its hashes
 omniforge show [DIR]          the headline figures of the published variants
 omniforge compare A B         two published variants side by side, with ratios
+omniforge synthesize C OUT    codes to a 24 kHz WAV through a published Token2Wav, timed
 omniforge release             declare, version-tag and push the published artifacts
 omniforge clean               remove temporaries left by killed runs
 """
@@ -226,6 +227,53 @@ def compare(
             key, str(a if a is not None else "-"), str(b if b is not None else "-"), ratio
         )
     console.print(table)
+
+
+@command
+def synthesize(
+    codes: Annotated[Path, typer.Argument(help="codes: .npy or .json, [N] or [1, N]")],
+    out: Annotated[Path, typer.Argument(help="the WAV to write (24 kHz mono)")],
+    artifact: Annotated[Path, typer.Option(help="the published set")] = PUBLISHED,
+    variant: Annotated[str, typer.Option(help="variant of the three Token2Wav graphs")] = "fp32",
+    dit: Annotated[str | None, typer.Option(help="the DiT's variant, if another")] = None,
+    speaker: Annotated[str | None, typer.Option(help="a voice of the artifact")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="chunk by chunk, as codes come")] = False,
+    steps: Annotated[int, typer.Option(help="ODE time points (DiT runs: 4 per interval)")] = 10,
+    guidance: Annotated[float, typer.Option(help="classifier-free guidance; 0: none")] = 0.5,
+    seed: Annotated[int | None, typer.Option(help="seed of the noise (default 0)")] = None,
+    noise: Annotated[
+        Path | None, typer.Option(help=".npy noise [2N, 80] or [1, 2N, 80], instead of a seed")
+    ] = None,
+    pcm16: Annotated[bool, typer.Option("--pcm16", help="16-bit PCM, not 32-bit float")] = False,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads")] = None,
+) -> None:
+    """Turn codec ids (the talker's, control ids stripped) into speech through a published,
+    verified Token2Wav; print the real-time factor and the time to the first audio."""
+    from omniforge.runtime import load_token2wav
+    from omniforge.runtime.speak import read_codes, read_noise, speak
+    from omniforge.runtime.token2wav import SAMPLE_RATE, StreamSettings, SynthesisConfig
+    from omniforge.runtime.wav import write_wav
+
+    if seed is not None and noise is not None:
+        raise OmniforgeError("give --seed or --noise, not both")
+    read = read_codes(codes)
+    try:
+        config = SynthesisConfig(num_steps=steps, guidance_scale=guidance, seed=seed or 0)
+        t2w = load_token2wav(_folder(artifact), variant, threads, **({"dit": dit} if dit else {}))
+        given = None if noise is None else read_noise(noise, read.shape[1], t2w.mel_dim)
+        spoken = speak(t2w, read, speaker, config, given, StreamSettings() if stream else None)
+        write_wav(out, spoken.waveform, SAMPLE_RATE, pcm16)
+    except ValueError as err:  # a bad setting, code or speaker, named by the runtime
+        raise OmniforgeError(str(err)) from None
+    how = f"streamed in {spoken.chunks} chunks" if stream else "offline"
+    console.print(
+        f"wrote {escape(str(out))}: {spoken.audio_seconds:.2f} s at {SAMPLE_RATE} Hz "
+        f"({'16-bit PCM' if pcm16 else '32-bit float'}), voice "
+        f"{escape(speaker or t2w.default_speaker)}, {steps} time points, guidance {guidance:g}, "
+        f"{how}\n"
+        f"synthesis {spoken.seconds:.2f} s: real-time factor {spoken.real_time_factor:.2f}, "
+        f"first audio {spoken.first_audio_seconds:.2f} s after the first code"
+    )
 
 
 @command

@@ -11,12 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TOKEN2WAV_COMPONENTS
 
-from omniforge.artifacts import artifact_bytes, artifact_files
 from omniforge.errors import ArtifactError, ContractError
-from omniforge.params import Gate
-from omniforge.publish import Candidate, publish
 from omniforge.runtime import SynthesisConfig, Token2Wav, load_token2wav
 from omniforge.runtime.session import open_unverified_session
 from omniforge.runtime.speakers import SPEAKERS_FILENAME, Speaker, decode_speakers
@@ -177,29 +173,10 @@ def test_bad_synthesis_settings_are_named(setting: dict, message: str) -> None:
         SynthesisConfig(**setting)
 
 
-@pytest.fixture(scope="module")
-def published(tiny_variants: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("token2wav") / "published"
-    candidates = [
-        Candidate(
-            component=name,
-            variant=variant,
-            directories={"": tiny_variants[name][variant]},
-            graph_kind="full-sequence",
-            parity={"cosine": 1.0},
-            benchmark={"size": artifact_bytes(tiny_variants[name][variant])},
-            files=artifact_files(tiny_variants[name][variant]),
-        )
-        for name in TOKEN2WAV_COMPONENTS
-        for variant in ("fp32", "int8")
-    ]
-    publish(candidates, {"fp32": Gate(), "int8": Gate()}, out, {}, {})
-    return out
-
-
 def test_a_published_token2wav_loads_verified_and_without_torch(
-    published: Path, tiny_variants: dict
+    token2wav_published: Path, tiny_variants: dict
 ) -> None:
+    published = token2wav_published
     t2w = load_token2wav(published, threads=1, dit="int8")
     assert sorted(t2w.speakers) == ["Chelsie", "Ethan"] and t2w.default_speaker == "Chelsie"
     codes = utterance()
@@ -215,8 +192,10 @@ def test_a_published_token2wav_loads_verified_and_without_torch(
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_a_changed_byte_in_any_token2wav_graph_is_refused(published: Path, tmp_path: Path) -> None:
-    copy = Path(shutil.copytree(published, tmp_path / "published"))
+def test_a_changed_byte_in_any_token2wav_graph_is_refused(
+    token2wav_published: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(token2wav_published, tmp_path / "published"))
     data = copy / "token2wav_vocoder" / "fp32" / "model.onnx.data"
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF

@@ -323,12 +323,22 @@ class Token2WavStream:
         speaker: str | Speaker | None = None,
         config: SynthesisConfig | None = None,
         settings: StreamSettings | None = None,
+        noise: Any = None,
     ) -> None:
         self.t2w = token2wav
         self.config = config or SynthesisConfig()
         self.settings = settings or StreamSettings()
         self.speaker = token2wav.speaker(speaker)
         token2wav.check_inputs(np.zeros((1, 1), np.int64), self.speaker)
+        # Given noise [1, frames, 80] (the whole utterance's, as offline) caps the codes.
+        self._given_noise = None if noise is None else _floats("noise", noise, 3)
+        if self._given_noise is not None and (
+            self._given_noise.shape[0] != 1 or self._given_noise.shape[2] != token2wav.mel_dim
+        ):
+            raise ValueError(
+                f"noise must be [1, frames, {token2wav.mel_dim}], got "
+                f"{list(self._given_noise.shape)}"
+            )
         self.codes = np.zeros((1, 0), np.int64)
         self._rng = np.random.default_rng(self.config.seed)
         self._noise = np.zeros((1, 0, token2wav.mel_dim), np.float32)
@@ -346,6 +356,12 @@ class Token2WavStream:
         new = new.reshape(1, -1)
         if new.size:
             checked, _, _ = self.t2w.check_inputs(new, self.speaker)
+            frames = MEL_FRAMES_PER_CODE * (self.codes.shape[1] + checked.shape[1])
+            if self._given_noise is not None and frames > self._given_noise.shape[1]:
+                raise ValueError(
+                    f"the given noise covers {self._given_noise.shape[1]} mel frames, the "
+                    f"codes pushed need {frames}: give noise for the whole utterance"
+                )
             self.codes = np.concatenate([self.codes, checked], axis=1)
         return self._advance(final=False)
 
@@ -376,6 +392,8 @@ class Token2WavStream:
         return ready
 
     def _noise_until(self, frames: int) -> np.ndarray:
+        if self._given_noise is not None:
+            return self._given_noise
         missing = frames - self._noise.shape[1]
         if missing > 0:
             drawn = self._rng.standard_normal((1, missing, self.t2w.mel_dim), dtype=np.float32)

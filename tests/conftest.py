@@ -70,26 +70,29 @@ def tiny_variants(tiny_root: Path) -> dict[str, dict[str, Path]]:
 
 
 @pytest.fixture(scope="session")
-def token2wav_published(tiny_variants: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A published set of the tiny Token2Wav's three graphs, fp32 and int8."""
-    from omniforge.artifacts import artifact_bytes, artifact_files
-    from omniforge.params import Gate
+def token2wav_published(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A published set of the tiny Token2Wav (conditioning, DiT, vocoder), fp32 and int8."""
+    from omniforge.artifacts import graph_files, graphs_bytes
+    from omniforge.components import get_assembly
+    from omniforge.params import Gate, Params
     from omniforge.publish import Candidate, publish
 
     out = tmp_path_factory.mktemp("token2wav") / "published"
-    candidates = [
-        Candidate(
-            component=name,
-            variant=variant,
-            directories={"": tiny_variants[name][variant]},
-            graph_kind="full-sequence",
-            parity={"cosine": 1.0},
-            benchmark={"size": artifact_bytes(tiny_variants[name][variant])},
-            files=artifact_files(tiny_variants[name][variant]),
+    assembly = get_assembly("token2wav")
+    candidates = []
+    for variant in ("fp32", "int8"):
+        graphs = assembly.graph_dirs(variant, Params(), tiny_root / "variants")
+        candidates.append(
+            Candidate(
+                component="token2wav",
+                variant=variant,
+                graphs=graphs,
+                graph_kind="token2wav",
+                parity={"synthesis_snr_db": 99.0},
+                benchmark={"size": graphs_bytes(graphs)},
+                files=graph_files(graphs),
+            )
         )
-        for name in TOKEN2WAV_COMPONENTS
-        for variant in ("fp32", "int8")
-    ]
     publish(candidates, {"fp32": Gate(), "int8": Gate()}, out, {}, {})
     return out
 

@@ -20,7 +20,7 @@ def candidate(variant: str, directory: Path, cosine: float, p50_ms: float) -> Ca
     return Candidate(
         component="projection",
         variant=variant,
-        directories={"": directory},
+        graphs={"model": directory},
         graph_kind="full-sequence",
         parity={"cosine": cosine, "max_abs_error": 0.01},
         benchmark={

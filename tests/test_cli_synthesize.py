@@ -26,6 +26,9 @@ STEPS = ["--steps", "3"]
 def synthesize(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, ["synthesize", *map(str, args)])
     assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     return result.exit_code, " ".join(result.output.split())
 
 
@@ -95,7 +98,11 @@ def test_a_stream_as_pcm16_and_explicit_noise_from_json(
         ([1, 2], ["--steps", "1"], "num_steps must be >= 2"),
         ([1, 2], ["--seed", "3", "--noise", "n.npy"], "give --seed or --noise, not both"),
         ([1, 2], ["--noise", "n.npy"], r"noise for 2 codes must be float \[4, 80\]"),
-        ([1, 2], ["--variant", "int4"], r"token2wav_conditioning/int4 is not published"),
+        (
+            [1, 2],
+            ["--variant", "int4"],
+            r"token2wav/int4 is not published \(published: \['token2wav/fp32'",
+        ),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_written(
@@ -108,7 +115,7 @@ def test_bad_input_is_named_and_nothing_is_written(
     code, output = synthesize(
         tmp_path / "codes.json", out, "--artifact", token2wav_published, *STEPS, *options
     )
-    assert code == 1 and output.startswith("error:")
+    assert code == 1 and output.startswith("error:"), output
     assert re.search(message, output), output
     assert not out.exists() and list(tmp_path.glob(".out.wav*")) == []
 

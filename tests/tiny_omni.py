@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from omniforge.sources.synthetic import init_token2wav_like_a_checkpoint
+
 THINKER_HIDDEN = 64  # E: the talker's input and the projection's output
 AUDIO_D_MODEL = 32
 CODEC_VOCAB = 8448
@@ -113,7 +115,24 @@ def build_tiny_omni(seed: int = 0, **config_kwargs: Any) -> torch.nn.Module:
         tower = audio_tower(model)
         torch.nn.init.normal_(tower.ln_post.weight, mean=1.0, std=0.1)
         torch.nn.init.normal_(tower.ln_post.bias, std=0.1)
+        # Token2Wav's norms and biases too: a trained checkpoint's are not (1, 0).
+        init_token2wav_like_a_checkpoint(model.token2wav)
     return model.eval()
+
+
+def tiny_speakers(model: torch.nn.Module, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """A ``spk_dict.pt`` as a checkpoint ships it: per voice ``cond`` [1, enc_emb_dim],
+    ``ref_mel`` [1, frames, mel_dim] and the talker's ``bos_token``."""
+    dit = model.config.token2wav_config.dit_config
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: {
+            "cond": torch.randn(1, dit.enc_emb_dim, generator=generator),
+            "ref_mel": torch.randn(1, 40 + 7 * index, dit.mel_dim, generator=generator) - 4,
+            "bos_token": 151870 + index,
+        }
+        for index, name in enumerate(("Chelsie", "Ethan"))
+    }
 
 
 def audio_tower(model: torch.nn.Module) -> torch.nn.Module:
@@ -133,6 +152,7 @@ def save_checkpoint(
 
         model = copy.deepcopy(model).to(dtype)
     model.save_pretrained(directory, max_shard_size=max_shard_size)
+    torch.save(tiny_speakers(model), Path(directory) / "spk_dict.pt")
     return Path(directory)
 
 

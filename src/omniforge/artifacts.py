@@ -28,7 +28,10 @@ MODEL_FILENAME = "model.onnx"
 DATA_FILENAME = "model.onnx.data"
 # Written beside an exported graph: the model source's record, for the manifest.
 SOURCE_FILENAME = "source.json"
-# A prefill/decode pair of graphs is published as two artifact directories under these names.
+# The role of an artifact's only graph, which lies in the artifact's own folder. The graphs
+# of a multi-graph artifact lie in subfolders named by their roles (a hybrid talker's
+# prefill and decode; Token2Wav's conditioning, dit and vocoder).
+MODEL = "model"
 PREFILL, DECODE = "prefill", "decode"
 # Tensors at or above this size go to the external data file.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1024
@@ -223,13 +226,24 @@ def artifact_files(directory: Path, exclude: tuple[str, ...] = ()) -> list[FileR
     ]
 
 
-def pair_files(prefill_dir: Path, decode_dir: Path) -> list[FileRecord]:
-    """A prefill/decode pair's files as it is published: ``prefill/...``, ``decode/...``."""
-    return [
-        FileRecord(f"{role}/{record.name}", record.bytes, record.sha256)
-        for role, directory in ((PREFILL, prefill_dir), (DECODE, decode_dir))
-        for record in artifact_files(directory)
-    ]
+def graph_folder(role: str, roles: int) -> str:
+    """Where a graph lies in its artifact: the artifact's folder for its only graph, else the
+    subfolder named by its role."""
+    return "" if roles == 1 else role
+
+
+def graph_files(graphs: dict[str, Path]) -> list[FileRecord]:
+    """An artifact's files as it is published, from its graphs' built directories by role:
+    a lone graph's files by name, several graphs' as ``<role>/<name>``."""
+    records = []
+    for role, directory in graphs.items():
+        folder = graph_folder(role, len(graphs))
+        prefix = f"{folder}/" if folder else ""
+        records += [
+            FileRecord(prefix + record.name, record.bytes, record.sha256)
+            for record in artifact_files(directory)
+        ]
+    return records
 
 
 def _files(directory: Path) -> list[tuple[Path, str]]:
@@ -299,6 +313,12 @@ def artifact_bytes(directory: Path) -> dict[str, int]:
         "external_data_bytes": total - graph - others,
         "total_bytes": total,
     }
+
+
+def graphs_bytes(graphs: dict[str, Path]) -> dict[str, int]:
+    """The sizes of an artifact of one graph or several (by role), summed."""
+    sizes = [artifact_bytes(directory) for directory in graphs.values()]
+    return {key: sum(size[key] for size in sizes) for key in sizes[0]}
 
 
 def data_files(directory: Path) -> list[Path]:

@@ -234,8 +234,7 @@ def synthesize(
     codes: Annotated[Path, typer.Argument(help="codes: .npy or .json, [N] or [1, N]")],
     out: Annotated[Path, typer.Argument(help="the WAV to write (24 kHz mono)")],
     artifact: Annotated[Path, typer.Option(help="the published set")] = PUBLISHED,
-    variant: Annotated[str, typer.Option(help="variant of the three Token2Wav graphs")] = "fp32",
-    dit: Annotated[str | None, typer.Option(help="the DiT's variant, if another")] = None,
+    variant: Annotated[str, typer.Option(help="the published token2wav variant")] = "fp32",
     speaker: Annotated[str | None, typer.Option(help="a voice of the artifact")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="chunk by chunk, as codes come")] = False,
     steps: Annotated[int, typer.Option(help="ODE time points (DiT runs: 4 per interval)")] = 10,
@@ -259,7 +258,7 @@ def synthesize(
     read = read_codes(codes)
     try:
         config = SynthesisConfig(num_steps=steps, guidance_scale=guidance, seed=seed or 0)
-        t2w = load_token2wav(_folder(artifact), variant, threads, **({"dit": dit} if dit else {}))
+        t2w = load_token2wav(_folder(artifact), variant, threads)
         given = None if noise is None else read_noise(noise, read.shape[1], t2w.mel_dim)
         spoken = speak(t2w, read, speaker, config, given, StreamSettings() if stream else None)
         write_wav(out, spoken.waveform, SAMPLE_RATE, pcm16)

@@ -72,10 +72,49 @@ class ModelParams(Section):
         return self
 
 
+class SynthesisSetting(Section):
+    """How the mel is solved for (omniforge.runtime.SynthesisConfig)."""
+
+    num_steps: int = Field(default=10, ge=2)  # time points: 4 DiT runs per interval
+    guidance_scale: float = Field(default=0.5, ge=0)  # below 1e-5: no guidance
+    sway_coefficient: float | None = -1.0
+
+
+class StreamParams(Section):
+    """How a stream is cut, in mel frames (omniforge.runtime.StreamSettings)."""
+
+    chunk_frames: int = Field(default=48, ge=2, multiple_of=2)
+    left_frames: int = Field(default=48, ge=0, multiple_of=2)
+    right_frames: int = Field(default=24, ge=0, multiple_of=2)
+    vocoder_frames: int = Field(default=24, ge=0, multiple_of=2)
+
+
+# The setting every other one is judged against: transformers' defaults.
+DEFAULT_SETTING = "default"
+
+
 class Token2WavParams(Section):
     # A JSON or PyTorch (.pt) file checked against the model's own Token2Wav config;
     # None: the model's config alone.
     metadata: str | None = None
+    # Named synthesis settings, each validated and benchmarked for every variant.
+    settings: dict[str, SynthesisSetting] = {
+        DEFAULT_SETTING: SynthesisSetting(),
+        "fast": SynthesisSetting(num_steps=5, guidance_scale=0.0),
+    }
+    stream: StreamParams = StreamParams()
+    validate_codes: int = Field(default=60, ge=1)  # the utterance validate synthesises
+    bench_codes: int = Field(default=100, ge=1)  # the utterance benchmark times (2 s)
+    bench_repeats: int = Field(default=3, ge=1)  # syntheses timed per setting (median)
+
+    @field_validator("settings")
+    @classmethod
+    def _has_default(cls, settings: dict[str, SynthesisSetting]) -> dict[str, SynthesisSetting]:
+        if DEFAULT_SETTING not in settings:
+            raise ValueError(
+                f"needs a setting named '{DEFAULT_SETTING}': the others are judged against it"
+            )
+        return settings
 
 
 class ExportParams(Section):
@@ -262,6 +301,11 @@ class Gate(Section):
     min_forced_cosine: Fraction | None = None
     min_forced_top1_agreement: Fraction | None = None
     max_decode_real_time_factor: float | None = Field(default=None, gt=0)
+    # Token2Wav, against transformers' synthesis from the same noise (worst setting): the
+    # waveform's SNR offline and streamed, and the log-mel distance (mean |dB| difference).
+    min_synthesis_snr_db: float | None = None
+    min_stream_snr_db: float | None = None
+    max_log_mel_distance_db: float | None = Field(default=None, ge=0)
 
 
 # 4-bit weights, whatever the activations: random weights give near-tied logits, so top-1
@@ -308,6 +352,8 @@ class Params(Section):
         ],
         min_length=1,
     )
+    # Artifacts assembled from the components' graphs (one file each in components/).
+    assemblies: list[str] = ["token2wav"]
     model: ModelParams = ModelParams()
     token2wav: Token2WavParams = Token2WavParams()
     export: ExportParams = ExportParams()
@@ -321,13 +367,13 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_validator("components")
+    @field_validator("components", "assemblies")
     @classmethod
-    def _unique(cls, components: list[str]) -> list[str]:
-        repeated = sorted({name for name in components if components.count(name) > 1})
+    def _unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise ValueError(f"components are listed more than once: {repeated}")
-        return components
+            raise ValueError(f"listed more than once: {repeated}")
+        return names
 
     @model_validator(mode="after")
     def _named_variants_are_built(self) -> Params:

@@ -23,7 +23,7 @@ def _candidate(variant: str, directory: Path, cosine: float, p50_ms: float = 1.0
         files=artifact_files(directory),
         component="projection",
         variant=variant,
-        directories={"": directory},
+        graphs={"model": directory},
         graph_kind="full-sequence",
         parity={"cosine": cosine, "max_abs_error": 0.01, "top1_agreement": 0.9},
         benchmark={
@@ -97,7 +97,7 @@ def test_publish_copies_what_passes_and_lists_what_does_not(
     assert card.startswith("---\nlibrary_name: onnx\n")
     assert "| `model.onnx.data` |" in card and "load_session" in card
     assert "; float32 weights." in card
-    assert artifact.io["inputs"][0]["name"] == "audio_features"
+    assert artifact.graphs["model"].io["inputs"][0]["name"] == "audio_features"
     assert artifact.source == {"kind": "synthetic"}
     assert "onnxruntime" in manifest["toolchain"]
     assert verify_all(out) == ["projection/fp32"]

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from omniforge.artifacts import (
     DATA_FILENAME,
-    FileRecord,
     artifact_bytes,
     artifact_files,
+    graph_files,
     read_json,
     write_json,
 )
@@ -43,21 +43,16 @@ from omniforge.runtime.talker import open_unverified_talker
 FEATURES = np.random.default_rng(3).standard_normal((1, 6, 32)).astype(np.float32)
 
 
-def candidate(component: str, variant: str, directories: dict[str, Path], kind: str) -> Candidate:
-    files = [
-        FileRecord(f"{sub}/{record.name}" if sub else record.name, record.bytes, record.sha256)
-        for sub, directory in directories.items()
-        for record in artifact_files(directory)
-    ]
-    first = next(iter(directories.values()))
+def candidate(component: str, variant: str, graphs: dict[str, Path], kind: str) -> Candidate:
+    first = next(iter(graphs.values()))
     return Candidate(
         component=component,
         variant=variant,
-        directories=directories,
+        graphs=graphs,
         graph_kind=kind,
         parity={"cosine": 1.0, "max_abs_error": 0.0},
         benchmark={"load_s": 0.01, "size": artifact_bytes(first), "decode_p50_ms": 1.0},
-        files=files,
+        files=graph_files(graphs),
     )
 
 
@@ -68,9 +63,9 @@ def published(tiny_variants: dict, tmp_path_factory: pytest.TempPathFactory) -> 
     projection, fused = tiny_variants["projection"], tiny_variants["talker_fused"]
     publish(
         [
-            candidate("projection", "fp32", {"": projection["fp32"]}, "full-sequence"),
-            candidate("projection", "int8", {"": projection["int8"]}, "full-sequence"),
-            candidate("talker_fused", "fp32", {"": fused["fp32"]}, "kv-cache"),
+            candidate("projection", "fp32", {"model": projection["fp32"]}, "full-sequence"),
+            candidate("projection", "int8", {"model": projection["int8"]}, "full-sequence"),
+            candidate("talker_fused", "fp32", {"model": fused["fp32"]}, "kv-cache"),
             candidate(
                 "talker_fused",
                 "hybrid",
@@ -438,10 +433,10 @@ def test_a_gate_free_publish_writes_what_every_reader_reads(published: Path) -> 
         (lambda m: m["artifacts"][0].update(path="p\ud800"), "not a path this system can name"),
         (lambda m: m["artifacts"][0].update(path="a*b"), "not a relative path inside the set"),
         (
-            lambda m: next(a for a in m["artifacts"] if a.get("pair")).update(
-                pair={"prefil": "prefill", "decode": "decode"}
-            ),
-            r"pair\.prefil",
+            lambda m: next(a for a in m["artifacts"] if "prefill" in a["graphs"])["graphs"][
+                "prefill"
+            ].update(folder="decode"),
+            r"graphs of one artifact lie in distinct subfolders",
         ),
         (
             lambda m: m["rejected"].append(

@@ -177,7 +177,7 @@ def test_a_published_token2wav_loads_verified_and_without_torch(
     token2wav_published: Path, tiny_variants: dict
 ) -> None:
     published = token2wav_published
-    t2w = load_token2wav(published, threads=1, dit="int8")
+    t2w = load_token2wav(published, "int8", threads=1)
     assert sorted(t2w.speakers) == ["Chelsie", "Ethan"] and t2w.default_speaker == "Chelsie"
     codes = utterance()
     config = SynthesisConfig(num_steps=3)
@@ -196,14 +196,20 @@ def test_a_changed_byte_in_any_token2wav_graph_is_refused(
     token2wav_published: Path, tmp_path: Path
 ) -> None:
     copy = Path(shutil.copytree(token2wav_published, tmp_path / "published"))
-    data = copy / "token2wav_vocoder" / "fp32" / "model.onnx.data"
+    data = copy / "token2wav" / "fp32" / "vocoder" / "model.onnx.data"
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     data.write_bytes(bytes(raw))
-    with pytest.raises(ArtifactError, match="token2wav_vocoder/fp32/model.onnx.data: sha256"):
+    with pytest.raises(ArtifactError, match="token2wav/fp32/vocoder/model.onnx.data: sha256"):
         load_token2wav(copy)
-    with pytest.raises(ValueError, match="unknown Token2Wav graphs"):
-        load_token2wav(copy, talker="int8")
+    speakers = copy / "token2wav" / "int8" / "conditioning" / "speakers.safetensors"
+    raw = bytearray(speakers.read_bytes())
+    raw[-1] ^= 0x01  # one bit of one speaker's value: still a valid file, not the one hashed
+    speakers.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="conditioning/speakers.safetensors: sha256"):
+        load_token2wav(copy, "int8")
+    with pytest.raises(ArtifactError, match="token2wav/int4 is not published"):
+        load_token2wav(copy, "int4")
 
 
 def stream(t2w: Token2Wav, codes: np.ndarray, settings: StreamSettings, step: int = 5) -> tuple:

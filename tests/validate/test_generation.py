@@ -21,7 +21,7 @@ def check(tiny_source: SyntheticSource) -> GenerationCheck:
 def test_generation_through_each_variant(
     tiny_variants: dict, check: GenerationCheck, component: str, variant: str
 ) -> None:
-    figures = check.check(variant, tiny_variants[component][variant])
+    figures = check.check(variant, {"model": tiny_variants[component][variant]})
     assert figures["generation_steps"] == 32
     assert figures["generation_token2wav_contract_ok"] is True
     assert len(figures["generation_logits_max_abs_error_per_step"]) == 32
@@ -51,7 +51,7 @@ def test_a_hybrid_pair_is_checked_as_one_talker(
     tiny_variants: dict, check: GenerationCheck
 ) -> None:
     variants = tiny_variants["talker_fused"]
-    figures = check.check_pair("hybrid", variants["int8"], variants["int4"])
+    figures = check.check("hybrid", {"prefill": variants["int8"], "decode": variants["int4"]})
     assert figures["generation_steps"] == 32
     assert figures["generation_forced_min_cosine"] > 0.9
 

@@ -70,6 +70,7 @@ X_LABELS = {
     "past_sequence_length": "cache length before the step (positions)",
     "sequence_length": "sequence length (positions)",
     "frames": "audio-encoder frames",
+    "chunk": "stream chunk, in order (transformers' default setting)",
 }
 DECODE_SUFFIX, FLOOR_SUFFIX, P50_SUFFIX = "_iobinding_p50_ms", "_floor_ms", "_p50_ms"
 

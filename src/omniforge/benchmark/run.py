@@ -3,9 +3,10 @@
 Per component: PyTorch eager once (a child of its own), then per variant a child timing the
 graph per shape (size, load time, latency, peak RSS) and, for a KV-cache talker, a child
 timing decode steps, prefill, the first code and an utterance (:mod:`.decode`), beside the
-component's baseline graph and the reference graph when it has them. A KV talker's hybrid
-pair is timed as the pipeline runs it: its prefill graph for the prompt, its decode graph
-per code.
+component's baseline graph and the reference graph when it has them. A variant of several
+graphs is timed as the pipeline runs it: a KV talker's hybrid pair with its prefill graph
+for the prompt and its decode graph per code; Token2Wav as whole syntheses
+(:mod:`.synthesis`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from omniforge.artifacts import (
+    DECODE,
+    MODEL,
+    PREFILL,
     artifact_bytes,
     artifact_files,
-    pair_files,
+    graph_files,
+    graphs_bytes,
     records_as_dicts,
     variant_dir,
 )
@@ -34,53 +39,42 @@ from omniforge.benchmark.latency import bench_onnx, bench_torch, codec_rates
 from omniforge.benchmark.plots import plot_rows
 from omniforge.benchmark.reuse import FINGERPRINT, MEASURED_AT, context, fingerprint, kept
 from omniforge.benchmark.timing import TimingPlan
-from omniforge.components import Component, get_component
-from omniforge.params import FP32, HYBRID, Params
+from omniforge.components import ArtifactKind, Component, get_component
+from omniforge.components.base import KV_CACHE
+from omniforge.params import FP32, Params
 
 log = logging.getLogger(__name__)
-
-KV_CACHE = "kv-cache"
 
 
 def beside_dirs(
     params: Params, component: Component, variants_root: Path, variant: str
 ) -> dict[str, Path]:
     """The graphs a variant is timed beside: ``baseline``, the baseline component's same
-    variant (a hybrid pair: its decode scheme's), and ``reference``, the baseline component's
+    variant (a hybrid pair: its decode graph's), and ``reference``, the baseline component's
     ``talker_kv.speedup_reference`` when that is another graph. Nothing for fp32: two fp32
     copies of the full-size talker would not fit in memory together."""
     baseline = component.baseline
     if baseline is None or baseline not in params.components or variant == FP32:
         return {}
     settings = params.talker_kv
-    same = settings.hybrid_decode if variant == HYBRID else variant
+    graphs = component.graphs(variant, params)
+    same = graphs.get(MODEL, graphs.get(DECODE, (baseline, variant)))[1]
     beside = {BASELINE: variant_dir(variants_root, baseline, same)}
     if settings.speedup_reference != same:
         beside[REFERENCE] = variant_dir(variants_root, baseline, settings.speedup_reference)
     return beside
 
 
-def pair_dirs(params: Params, variants_root: Path, name: str) -> tuple[Path, Path]:
-    """A hybrid pair's prefill and decode graphs."""
-    talker_kv = params.talker_kv
-    return (
-        variant_dir(variants_root, name, talker_kv.hybrid_prefill),
-        variant_dir(variants_root, name, talker_kv.hybrid_decode),
-    )
-
-
 def variant_files(
-    params: Params, component: Component, variants_root: Path, variant: str
+    params: Params, component: ArtifactKind, variants_root: Path, variant: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """The bytes a variant's figures are of: its files, and those of the graphs it is timed
     beside, named ``baseline/...`` and ``reference/...``."""
-    name = component.name
-    if variant == HYBRID:
-        files = pair_files(*pair_dirs(params, variants_root, name))
-    else:
-        files = artifact_files(variant_dir(variants_root, name, variant))
+    files = graph_files(component.graph_dirs(variant, params, variants_root))
+    if not isinstance(component, Component) or component.graph_kind != KV_CACHE:
+        return records_as_dicts(files), None
     beside = beside_dirs(params, component, variants_root, variant)
-    if component.graph_kind != KV_CACHE or not beside:
+    if not beside:
         return records_as_dicts(files), None
     beside_files = [
         record | {"name": f"{role}/{record['name']}"}
@@ -146,18 +140,16 @@ def benchmark_component(
             report[variant] = previous[variant]
             continue
         log.info("%s: timing %s", name, variant)
-        if variant == HYBRID:
-            prefill, decode = pair_dirs(params, variants_root, name)
+        graphs = component.graph_dirs(variant, params, variants_root)
+        if MODEL not in graphs:
+            # A pair: timed below as the pipeline runs it, prefill graph then decode graph.
             figures: dict[str, Any] = {
-                "pair": {"prefill": prefill.name, "decode": decode.name},
-                "size": {
-                    key: artifact_bytes(prefill)[key] + artifact_bytes(decode)[key]
-                    for key in ("graph_bytes", "external_data_bytes", "total_bytes")
-                },
+                "graphs": {role: f"{d.parent.name}/{d.name}" for role, d in graphs.items()},
+                "size": graphs_bytes(graphs),
             }
-            model_dir, prefill_dir = decode, str(prefill)
+            model_dir, prefill_dir = graphs[DECODE], str(graphs[PREFILL])
         else:
-            directory = variant_dir(variants_root, name, variant)
+            directory = graphs[MODEL]
             figures = run_in_child(what, bench_onnx, str(directory), plain_cases, plan)
             figures["size"] = artifact_bytes(directory)
             # What the latency budget gate reads: JSON keys are sorted, so name it explicitly.

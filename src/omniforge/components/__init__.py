@@ -1,8 +1,10 @@
-"""The exportable graphs, one file each; a component's name is its file's name.
+"""The exportable graphs and the artifacts assembled from them, one file each; the name is
+the file's name.
 
 Adding a component is a new file here (a :class:`Component` subclass whose ``name`` is the
-file's stem) and its name under ``components`` in params.yaml. Modules are imported on
-first use, so listing the names imports nothing heavy.
+file's stem) and its name under ``components`` in params.yaml; an assembly (an
+:class:`Assembly` of components' graphs by role) is listed under ``assemblies``. Modules are
+imported on first use, so listing the names imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pkgutil
 from functools import cache
 from typing import TYPE_CHECKING
 
-from omniforge.components.base import Component
+from omniforge.components.base import ArtifactKind, Assembly, Component
 from omniforge.errors import ParamsError
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ def component_names() -> tuple[str, ...]:
 
 
 @cache
-def get_component(name: str) -> Component:
-    """The component defined in ``components/<name>.py``."""
+def _defined(name: str) -> ArtifactKind:
+    """The component or assembly defined in ``components/<name>.py``."""
     if name not in component_names():
         raise ParamsError(f"unknown component '{name}' (known: {list(component_names())})")
     module = importlib.import_module(f"{__name__}.{name}")
@@ -45,15 +47,44 @@ def get_component(name: str) -> Component:
         value
         for value in vars(module).values()
         if isinstance(value, type)
-        and issubclass(value, Component)
+        and issubclass(value, ArtifactKind)
         and value.__module__ == module.__name__
         and getattr(value, "name", None) == name
     ]
     if len(found) != 1:
         raise ParamsError(
-            f"{module.__file__}: expected one Component subclass named '{name}', found {len(found)}"
+            f"{module.__file__}: expected one Component or Assembly named '{name}', found "
+            f"{len(found)}"
         )
     return found[0]()
+
+
+def get_component(name: str) -> Component:
+    """The component (one exportable graph) defined in ``components/<name>.py``."""
+    defined = _defined(name)
+    if not isinstance(defined, Component):
+        raise ParamsError(f"'{name}' is an assembly of other graphs, not a component to build")
+    return defined
+
+
+def get_assembly(name: str) -> Assembly:
+    """The assembly defined in ``components/<name>.py``."""
+    defined = _defined(name)
+    if not isinstance(defined, Assembly):
+        raise ParamsError(f"'{name}' is a component, not an assembly of components' graphs")
+    return defined
+
+
+def artifact_kinds(params: Params) -> list[ArtifactKind]:
+    """Everything params builds or assembles: the components, then the assemblies."""
+    return [
+        *(get_component(name) for name in params.components),
+        *(get_assembly(name) for name in params.assemblies),
+    ]
+
+
+def get_artifact_kind(name: str) -> ArtifactKind:
+    return _defined(name)
 
 
 def check_component_names(params: Params, where: str = "params") -> None:
@@ -69,6 +100,20 @@ def check_component_names(params: Params, where: str = "params") -> None:
                 f"{where}: invalid params\n  components: unknown component '{name}' "
                 f"(known: {list(known)}; each is a file in src/omniforge/components/)"
             )
+    for name in params.components:
+        get_component(name)  # an assembly listed as a component is named
+    for name in params.assemblies:
+        if name not in known:
+            raise ParamsError(
+                f"{where}: invalid params\n  assemblies: unknown assembly '{name}' "
+                f"(known: {list(known)})"
+            )
+        missing = sorted(set(get_assembly(name).parts.values()) - set(params.components))
+        if missing:
+            raise ParamsError(
+                f"{where}: invalid params\n  assemblies: '{name}' is made of {missing}, which "
+                "components does not build"
+            )
     for section, mapping in (
         ("validate.shapes", params.validate_.shapes),
         ("benchmark.lengths", params.benchmark.lengths),
@@ -77,4 +122,14 @@ def check_component_names(params: Params, where: str = "params") -> None:
             log.warning("%s: %s.%s names no component: ignored", where, section, name)
 
 
-__all__ = ["Component", "check_component_names", "component_names", "get_component"]
+__all__ = [
+    "ArtifactKind",
+    "Assembly",
+    "Component",
+    "artifact_kinds",
+    "check_component_names",
+    "component_names",
+    "get_artifact_kind",
+    "get_assembly",
+    "get_component",
+]

@@ -1,7 +1,11 @@
-"""What every exportable component declares: I/O names, dynamic axes, inputs, its torch module.
+"""What every artifact kind declares: its variants and, per variant, its graphs by role.
 
-Declarative in the style of optimum's exporters: ``{0: "batch_size", 1: "sequence_length"}``
-per input and output, used both to export and to prove the dims are dynamic.
+A :class:`Component` is one exportable graph: I/O names, dynamic axes, inputs, its torch
+module, declarative in the style of optimum's exporters (``{0: "batch_size", 1:
+"sequence_length"}`` per input and output, used both to export and to prove the dims are
+dynamic). An :class:`Assembly` builds no graph: its artifacts are graphs of components (by
+role) plus the data files they carry. Validate, benchmark and publish see both the same way:
+an artifact is a set of named graphs, all hashed.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from omniforge.params import HYBRID
+from omniforge.artifacts import DECODE, MODEL, PREFILL
+from omniforge.params import FP32, HYBRID
 from omniforge.talker_io import TalkerDims, mrope_positions, seeded_normal
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
     from omniforge.params import Params
@@ -26,6 +33,7 @@ DynamicAxes = dict[int, str]
 # The thinker's hidden space: what the projection writes and the talker reads.
 THINKER_HIDDEN = "thinker_hidden"
 Inputs = dict[str, np.ndarray]
+KV_CACHE = "kv-cache"
 
 
 @dataclass(frozen=True)
@@ -37,14 +45,54 @@ class BenchmarkCase:
     inputs: Inputs
 
 
-class Component(ABC):
-    """One exportable graph of the voice pipeline."""
+class ArtifactKind(ABC):
+    """What a published artifact is made of: its variants and, per variant, its graphs."""
 
-    # The file's stem: components/<name>.py.
+    # components/<name>.py.
     name: ClassVar[str]
     # What validate and benchmark do beyond parity and per-shape latency depends on it:
-    # "kv-cache" graphs also get generation parity and decode-step timings.
+    # "kv-cache" graphs also get generation parity and decode-step timings, "token2wav"
+    # assemblies whole-synthesis checks and timings.
     graph_kind: ClassVar[str] = "full-sequence"
+    # Published as an artifact of its own; False: only as a part an assembly holds.
+    published: ClassVar[bool] = True
+
+    def variants(self, params: Params) -> tuple[str, ...]:
+        """fp32 and one per quantize scheme."""
+        return tuple(params.variants)
+
+    def graphs(self, variant: str, params: Params) -> dict[str, tuple[str, str]]:
+        """The graphs an artifact of ``variant`` holds: role -> (component, built variant)."""
+        return {MODEL: (self.name, variant)}
+
+    def graph_dirs(self, variant: str, params: Params, variants_root: Path) -> dict[str, Path]:
+        """Role -> the built directory of each graph of ``variant``."""
+        from omniforge.artifacts import variant_dir
+
+        return {
+            role: variant_dir(variants_root, component, built)
+            for role, (component, built) in self.graphs(variant, params).items()
+        }
+
+
+class Assembly(ArtifactKind):
+    """An artifact of several components' graphs: nothing is exported for it."""
+
+    # Role -> component; every one must be built (listed under ``components``).
+    parts: ClassVar[dict[str, str]]
+    # The role whose variant names the artifact's; the others are fp32.
+    varied: ClassVar[str]
+
+    def graphs(self, variant: str, params: Params) -> dict[str, tuple[str, str]]:
+        return {
+            role: (component, variant if role == self.varied else FP32)
+            for role, component in self.parts.items()
+        }
+
+
+class Component(ArtifactKind):
+    """One exportable graph of the voice pipeline."""
+
     # The output whose last axis is a vocabulary: parity then also reports top-1 agreement.
     logits_output: ClassVar[str | None] = None
     # What the benchmark lengths mean for this component (the plot's x axis).
@@ -64,8 +112,17 @@ class Component(ABC):
     def variants(self, params: Params) -> tuple[str, ...]:
         """The variants of this component: fp32, one per quantize scheme, and for a KV-cache
         talker the hybrid pair (one scheme's graph for the prompt, another's per code)."""
-        extra = (HYBRID,) if self.graph_kind == "kv-cache" else ()
+        extra = (HYBRID,) if self.graph_kind == KV_CACHE else ()
         return (*params.variants, *extra)
+
+    def graphs(self, variant: str, params: Params) -> dict[str, tuple[str, str]]:
+        if variant == HYBRID and self.graph_kind == KV_CACHE:
+            pair = params.talker_kv
+            return {
+                PREFILL: (self.name, pair.hybrid_prefill),
+                DECODE: (self.name, pair.hybrid_decode),
+            }
+        return super().graphs(variant, params)
 
     @property
     def emits_codes(self) -> bool:
@@ -187,7 +244,13 @@ def talker_dims(configs: ModelConfigs) -> TalkerDims:
 
 
 __all__ = [
+    "DECODE",
+    "KV_CACHE",
+    "MODEL",
+    "PREFILL",
     "THINKER_HIDDEN",
+    "ArtifactKind",
+    "Assembly",
     "BenchmarkCase",
     "Component",
     "DynamicAxes",

@@ -36,6 +36,8 @@ def reference_frames(codes: int) -> int:
 
 class Token2WavConditioning(Component):
     name = "token2wav_conditioning"
+    # Published inside the token2wav artifact (components/token2wav.py), not alone.
+    published = False
     length_name = "codes"
     produces: ClassVar[dict[str, str]] = {
         "code_embed": CODE_EMBEDDING,

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 class Token2WavDiT(Component):
     name = "token2wav_dit"
+    # Published inside the token2wav artifact (components/token2wav.py), not alone.
+    published = False
     length_name = "frames"
     consumes: ClassVar[dict[str, str]] = {
         "code_embed": CODE_EMBEDDING,

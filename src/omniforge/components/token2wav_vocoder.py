@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 class Token2WavVocoder(Component):
     name = "token2wav_vocoder"
+    # Published inside the token2wav artifact (components/token2wav.py), not alone.
+    published = False
     length_name = "frames"
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:

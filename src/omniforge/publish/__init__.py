@@ -1,7 +1,9 @@
 """The publish stage: gate the variants, then publish the ones that pass, atomically.
 
-``models/published/<component>/<variant>/`` holds ``model.onnx`` and its external data (a
-hybrid pair: ``prefill/`` and ``decode/``), its own ``manifest.json`` entry and a model card
+``models/published/<name>/<variant>/`` holds its graphs (one: ``model.onnx`` and its
+external data in the folder itself; several: one subfolder per role, e.g. a hybrid pair's
+``prefill/`` and ``decode/``, Token2Wav's ``conditioning/``, ``dit/`` and ``vocoder/``)
+with the data files they carry, its own ``manifest.json`` entry and a model card
 ``README.md``; ``models/published/manifest.json`` indexes them all. Each entry lists its
 files' bytes and sha256 (the ones validate checked), its graph I/O, the metrics that vetted
 it, the source, the toolchain and the params. The whole published directory is replaced at
@@ -19,21 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from omniforge.artifacts import (
-    DECODE,
     SOURCE_FILENAME,
     FileRecord,
     atomic_directory,
     check_files,
+    graph_folder,
     graph_signature,
     read_json_object,
     records_as_dicts,
     sha256_file,
-    variant_dir,
     write_json,
 )
-from omniforge.components import get_component
+from omniforge.components import ArtifactKind, artifact_kinds
 from omniforge.errors import CustodyError
-from omniforge.params import HYBRID, Gate, Params
+from omniforge.params import FP32, Gate, Params
 from omniforge.publish.gates import refusals
 from omniforge.publish.headline import headline
 from omniforge.publish.model_card import FILENAME as MODEL_CARD
@@ -56,8 +57,9 @@ class Candidate:
 
     component: str
     variant: str
-    # What to copy: subfolder of the artifact ("" for the artifact itself) -> built directory.
-    directories: dict[str, Path]
+    # Its graphs: role -> built directory (copied to the role's subfolder, or for a lone
+    # graph into the artifact's folder itself).
+    graphs: dict[str, Path]
     graph_kind: str
     parity: dict[str, Any]
     benchmark: dict[str, Any]
@@ -70,10 +72,9 @@ class Candidate:
     def key(self) -> str:
         return f"{self.component}-{self.variant}"
 
-    @property
-    def graph(self) -> str:
-        """The graph whose I/O the entry describes (a pair's decode graph)."""
-        return DECODE if DECODE in self.directories else ""
+    def folders(self) -> dict[str, str]:
+        """Role -> where the graph lies in the artifact."""
+        return {role: graph_folder(role, len(self.graphs)) for role in self.graphs}
 
 
 def toolchain_versions() -> dict[str, str]:
@@ -113,15 +114,16 @@ def copy_directory(src: Path, dst: Path) -> None:
 
 def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> dict[str, Any]:
     """Copy one candidate into ``target``, check it is what validate checked, describe it."""
-    for subfolder, directory in candidate.directories.items():
-        copy_directory(directory, target / subfolder)
+    folders = candidate.folders()
+    for role, directory in candidate.graphs.items():
+        copy_directory(directory, target / folders[role])
     try:
         check_files(target, candidate.files, f"validate's record of {candidate.key}")
     except CustodyError as err:
         # Name the built file the user can look at, not the temporary copy being checked.
         message = str(err)
-        for subfolder, directory in candidate.directories.items():
-            message = message.replace(str(target / subfolder).rstrip("/"), str(directory))
+        for role, directory in candidate.graphs.items():
+            message = message.replace(str(target / folders[role]).rstrip("/"), str(directory))
         raise CustodyError(
             f"{message}\n  these bytes were never validated: nothing is published and the last "
             "good set stays in place. Rebuild the variant (`dvc repro -f -s "
@@ -133,7 +135,14 @@ def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> 
         "variant": candidate.variant,
         "graph_kind": candidate.graph_kind,
         "path": f"{candidate.component}/{candidate.variant}",
-        "io": graph_signature(target / candidate.graph),
+        "graphs": {
+            role: {
+                "folder": folder,
+                "io": graph_signature(target / folder),
+                "built": f"{candidate.graphs[role].parent.name}/{candidate.graphs[role].name}",
+            }
+            for role, folder in folders.items()
+        },
         "files": records_as_dicts(candidate.files),
         "metrics": {
             "parity": candidate.parity,
@@ -142,8 +151,6 @@ def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> 
         },
         "source": context["sources"].get(candidate.component),
     }
-    if candidate.graph:
-        entry["pair"] = {role: role for role in candidate.directories}
     card = target / MODEL_CARD
     card.write_text(model_card(entry, entry["metrics"]["headline"], context["common"]["params"]))
     entry["files"].append(
@@ -236,11 +243,13 @@ def collect_candidates(
     file hashes validate recorded."""
     validation = read_json_object(validation_file)
     candidates = []
-    for name in params.components:
-        component = get_component(name)
+    for kind in artifact_kinds(params):
+        if not kind.published:
+            continue
+        name = kind.name
         benchmark_file = Path(benchmark_root) / f"{name}.json"
         benchmark = read_json_object(benchmark_file)
-        for variant in component.variants(params):
+        for variant in kind.variants(params):
             key = f"{name}-{variant}"
             try:
                 parity = validation[name]["variants"][variant]
@@ -252,22 +261,12 @@ def collect_candidates(
                     "re-run validate"
                 ) from None
             check_same_bytes(files, recorded_files(figures.get("files"), f"{benchmark_file}"), key)
-            if variant == HYBRID:
-                pair = {
-                    "prefill": params.talker_kv.hybrid_prefill,
-                    DECODE: params.talker_kv.hybrid_decode,
-                }
-                directories = {
-                    role: variant_dir(variants_root, name, v) for role, v in pair.items()
-                }
-            else:
-                directories = {"": variant_dir(variants_root, name, variant)}
             candidates.append(
                 Candidate(
                     component=name,
                     variant=variant,
-                    directories=directories,
-                    graph_kind=component.graph_kind,
+                    graphs=kind.graph_dirs(variant, params, variants_root),
+                    graph_kind=kind.graph_kind,
                     parity=parity,
                     benchmark=figures,
                     files=files,
@@ -307,6 +306,11 @@ def headlines(candidates: list[Candidate]) -> dict[str, dict[str, Any]]:
     return {c.key: headline(c.parity, c.benchmark, not c.reasons, c.refused_by) for c in candidates}
 
 
+def first_part(kind: ArtifactKind, params: Params) -> str:
+    """The component whose export records where an artifact's weights came from."""
+    return next(iter(kind.graphs(FP32, params).values()))[0]
+
+
 def publish_pipeline(
     params: Params,
     variants_root: Path,
@@ -318,8 +322,8 @@ def publish_pipeline(
     """The publish stage: gate every candidate, publish; the summary and the headlines."""
     candidates = collect_candidates(params, variants_root, validation_file, benchmark_root)
     sources = {
-        name: read_json_object(Path(exports_root) / name / SOURCE_FILENAME)
-        for name in params.components
+        kind.name: read_json_object(Path(exports_root) / first_part(kind, params) / SOURCE_FILENAME)
+        for kind in artifact_kinds(params)
     }
     manifest = publish(candidates, params.publish.gates, out_root, sources, params.as_dict())
     return summary(manifest), headlines(candidates)

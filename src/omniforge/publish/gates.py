@@ -22,6 +22,9 @@ THRESHOLDS: tuple[tuple[str, str, str, bool], ...] = (
     ("min_forced_cosine", "generation_forced_min_cosine", "parity", True),
     ("min_forced_top1_agreement", "generation_forced_top1_agreement", "parity", True),
     ("max_decode_real_time_factor", "decode_real_time_factor", "benchmark", False),
+    ("min_synthesis_snr_db", "synthesis_snr_db", "parity", True),
+    ("min_stream_snr_db", "synthesis_stream_snr_db", "parity", True),
+    ("max_log_mel_distance_db", "synthesis_log_mel_distance_db", "parity", False),
 )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from omniforge.params import FP32, HYBRID
+from omniforge.params import FP32
 from omniforge.publish.headline import HEADLINE_KEYS
 
 FILENAME = "README.md"
@@ -26,6 +26,10 @@ WHAT = {
     "SkipSimplifiedLayerNormalization, packed q/k/v and gate/up matmuls)",
     "projection": "the Qwen2.5-Omni audio projection (ln_post, stride-2 average pooling, proj): "
     "audio-encoder states in, thinker-space embeddings out",
+    "token2wav": "the Qwen2.5-Omni Token2Wav, codec ids to 24 kHz speech, as three graphs: "
+    "`conditioning` (code embedding and ECAPA speaker embedding, once per utterance; it "
+    "carries the speakers), `dit` (one DiT evaluation: the host runs the RK4 solve) and "
+    "`vocoder` (BigVGAN)",
 }
 
 # What MatMulNBits computes in at each accuracy_level.
@@ -36,12 +40,6 @@ def describe_variant(variant: str, params: dict[str, Any]) -> str:
     """What a variant is, from the params that built it (so a new scheme describes itself)."""
     if variant == FP32:
         return "float32 weights"
-    kv = params.get("talker_kv", {})
-    if variant == HYBRID and kv:
-        return (
-            f"a pair: the {kv['hybrid_prefill']} graph runs the prompt, the "
-            f"{kv['hybrid_decode']} graph each code, over one cache"
-        )
     scheme = params.get("quantize", {}).get(variant)
     if scheme is None:  # params that do not say how it was built
         return variant
@@ -96,13 +94,29 @@ def model_card(entry: dict[str, Any], headline: dict[str, Any], params: dict[str
     the run's, as the manifest records them)."""
     component, variant = entry["component"], entry["variant"]
     files = [[f"`{f['name']}`", f["bytes"], f"`{f['sha256']}`"] for f in entry["files"]]
+    graphs = entry["graphs"]
     io = [
-        [kind[:-1], f"`{value['name']}`", value["dtype"], value["shape"]]
+        [role, kind[:-1], f"`{value['name']}`", value["dtype"], value["shape"]]
+        for role, graph in graphs.items()
         for kind in ("inputs", "outputs")
-        for value in entry["io"][kind]
+        for value in graph["io"][kind]
     ]
+    what = describe_variant(variant, params)
+    if len(graphs) > 1:
+        # Each graph is some built variant: say which, and what that one is.
+        built = {role: graph["built"] for role, graph in graphs.items()}
+        what = "graphs " + "; ".join(
+            f"`{role}`: {name} ({describe_variant(name.split('/')[-1], params)})"
+            for role, name in built.items()
+        )
     vetting = [[key, headline[key]] for key in HEADLINE_KEYS if key in headline]
-    if entry["graph_kind"] == "kv-cache":
+    if entry["graph_kind"] == "token2wav":
+        loader = (
+            "from omniforge.runtime import load_token2wav\n\n"
+            f'token2wav = load_token2wav("{variant}", variant=None, threads=2)  # this folder\n'
+            "waveform = token2wav.synthesize(codes[None], speaker=None)  # 24 kHz, default voice\n"
+        )
+    elif entry["graph_kind"] == "kv-cache":
         loader = (
             "from omniforge.runtime import generate_codes, load_talker\n\n"
             f'talker = load_talker("{variant}", threads=2)  # this folder, hashes verified\n'
@@ -118,7 +132,7 @@ def model_card(entry: dict[str, Any], headline: dict[str, Any], params: dict[str
             _front_matter(entry),
             f"# {component} · {variant}",
             "",
-            f"{WHAT.get(component, component)}; {describe_variant(variant, params)}.",
+            f"{WHAT.get(component, component)}; {what}.",
             f"Built by omniforge from {_source_line(entry.get('source'))}.",
             "",
             "## Files",
@@ -129,7 +143,7 @@ def model_card(entry: dict[str, Any], headline: dict[str, Any], params: dict[str
             "",
             "## Inputs and outputs",
             "",
-            _table(["", "name", "dtype", "shape"], io),
+            _table(["graph", "", "name", "dtype", "shape"], io),
             "",
             "## How it was vetted",
             "",

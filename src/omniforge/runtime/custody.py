@@ -27,6 +27,7 @@ from typing import Any
 
 from omniforge.artifacts import (
     DECODE,
+    MODEL,
     MODEL_FILENAME,
     PREFILL,
     check_digest,
@@ -309,11 +310,23 @@ def load_session(
     folder. ``threads``: onnxruntime's intra-op threads (None: its default).
     """
     located = find(path, component, variant)
-    if located.entry.pair:
+    roles = sorted(located.entry.graphs)
+    if roles != [MODEL]:
         raise ArtifactError(
-            f"{located.directory}: a prefill/decode pair, not one graph: load it with load_talker"
+            f"{located.directory}: an artifact of {len(roles)} graphs ({', '.join(roles)}), not "
+            "one: load a talker with load_talker, Token2Wav with load_token2wav"
         )
-    return _sessions(located, threads)[""]
+    return _sessions(located, threads)[MODEL]
+
+
+def _roles(located: Located, *accepted: set[str]) -> None:
+    roles = set(located.entry.graphs)
+    if roles not in accepted:
+        wanted = " or ".join(str(sorted(a)) for a in accepted)
+        raise ArtifactError(
+            f"{located.directory}: graphs {sorted(roles)}, not {located.entry.component}'s "
+            f"kind (expected {wanted})"
+        )
 
 
 def load_talker(
@@ -328,34 +341,26 @@ def load_talker(
     ``options`` go to ``OnnxTalker`` (e.g. ``max_cache_length``).
     """
     located = find(path, component, variant)
+    _roles(located, {MODEL}, {PREFILL, DECODE})
     sessions = _sessions(located, threads)
-    if located.entry.pair:
-        return OnnxTalker(sessions[DECODE], prefill=sessions[PREFILL], **options)
-    return OnnxTalker(sessions[""], **options)
+    if MODEL in sessions:
+        return OnnxTalker(sessions[MODEL], **options)
+    return OnnxTalker(sessions[DECODE], prefill=sessions[PREFILL], **options)
 
 
-TOKEN2WAV_GRAPHS = ("conditioning", "dit", "vocoder")
+TOKEN2WAV = "token2wav"
+TOKEN2WAV_ROLES = {"conditioning", "dit", "vocoder"}
 
 
 def load_token2wav(
-    published_dir: Path,
-    variant: str = "fp32",
-    threads: int | None = None,
-    **variants: str,
+    path: Path, variant: str | None = "fp32", threads: int | None = None
 ) -> Token2Wav:
-    """Token2Wav from a published set: its three graphs (``token2wav_conditioning``,
-    ``token2wav_dit``, ``token2wav_vocoder``), each verified and run from the hashed bytes,
-    and the speakers the conditioning artifact carries (parsed from the bytes hashed).
-
-    ``variant`` is each graph's variant unless named per graph, e.g. ``dit="int8"``.
-    """
-    unknown = sorted(set(variants) - set(TOKEN2WAV_GRAPHS))
-    if unknown:
-        raise ValueError(f"unknown Token2Wav graphs {unknown} (known: {list(TOKEN2WAV_GRAPHS)})")
-    sessions, located = {}, {}
-    for graph in TOKEN2WAV_GRAPHS:
-        located[graph] = find(published_dir, f"token2wav_{graph}", variants.get(graph, variant))
-        sessions[graph] = _sessions(located[graph], threads)[""]
-    data = read_verified(located["conditioning"], SPEAKERS_FILENAME)
-    speakers = decode_speakers(data, str(located["conditioning"].directory / SPEAKERS_FILENAME))
+    """Token2Wav from a published set (its ``token2wav/<variant>``) or from one artifact's
+    folder (``variant`` None): its three graphs, each verified and run from the hashed bytes,
+    and the speakers its conditioning graph carries, parsed from the bytes hashed."""
+    located = find(path) if variant is None else find(path, TOKEN2WAV, variant)
+    _roles(located, TOKEN2WAV_ROLES)
+    sessions = _sessions(located, threads)
+    name = f"{located.entry.graph_folders()['conditioning']}/{SPEAKERS_FILENAME}"
+    speakers = decode_speakers(read_verified(located, name), str(located.directory / name))
     return Token2Wav(**sessions, speakers=speakers)

@@ -25,7 +25,8 @@ from omniforge.artifacts import FileRecord, read_json
 from omniforge.errors import ArtifactError
 
 MANIFEST_FILENAME = "manifest.json"
-MANIFEST_VERSION = 1
+# 2: an artifact lists its graphs by role (one mechanism for one graph or several).
+MANIFEST_VERSION = 2
 # Larger than any file this project writes (8 EiB), small enough for every int type.
 MAX_FILE_BYTES = 1 << 63
 
@@ -75,19 +76,31 @@ class Metrics(Record):
     headline: dict[str, Any]
 
 
+Signature = dict[Literal["inputs", "outputs"], list[dict[str, Any]]]
+
+
+class GraphEntry(Record):
+    """One graph of an artifact: where it lies ("": the artifact's folder) and its I/O."""
+
+    folder: Literal[""] | RelativePath
+    io: Signature
+    # The built graph it is: ``<component>/<variant>`` (a hybrid's prefill: talker_kv/int8).
+    built: str
+
+
 class ArtifactEntry(Record):
-    """One published component-variant: where it lies, its files, its I/O and its figures."""
+    """One published artifact: where it lies, its graphs by role, its files and figures."""
 
     component: Name
     variant: Name
     graph_kind: str
     path: RelativePath
-    io: dict[Literal["inputs", "outputs"], list[dict[str, Any]]]
+    # Role -> graph. One graph lies in the artifact's folder (role "model"); several lie in
+    # subfolders (a hybrid pair's prefill/decode; Token2Wav's conditioning/dit/vocoder).
+    graphs: Annotated[dict[Name, GraphEntry], Field(min_length=1)]
     files: Annotated[list[FileEntry], Field(min_length=1)]
     metrics: Metrics
     source: dict[str, Any] | None
-    # A prefill/decode pair: role -> the subfolder holding that role's graph.
-    pair: dict[Literal["prefill", "decode"], RelativePath] | None = None
 
     @property
     def name(self) -> str:
@@ -97,8 +110,8 @@ class ArtifactEntry(Record):
         return [entry.record() for entry in self.files]
 
     def graph_folders(self) -> dict[str, str]:
-        """Role -> subfolder of each graph ("" -> "" for an artifact of one graph)."""
-        return dict(self.pair) if self.pair else {"": ""}
+        """Role -> subfolder of each graph ("" for an artifact's only graph)."""
+        return {role: graph.folder for role, graph in self.graphs.items()}
 
     @model_validator(mode="after")
     def _files_unique(self) -> ArtifactEntry:
@@ -106,8 +119,9 @@ class ArtifactEntry(Record):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"files lists {repeated} more than once")
-        if self.pair is not None and set(self.pair) != {"prefill", "decode"}:
-            raise ValueError(f"pair needs both roles, prefill and decode, got {sorted(self.pair)}")
+        folders = list(self.graph_folders().values())
+        if len(folders) > 1 and ("" in folders or len(set(folders)) < len(folders)):
+            raise ValueError(f"graphs of one artifact lie in distinct subfolders, got {folders}")
         return self
 
 
@@ -121,7 +135,7 @@ class Refusal(Record):
 
 
 class PublishedSet(Record):
-    manifest_version: Literal[1]
+    manifest_version: Literal[2]
     artifacts: list[ArtifactEntry]
     rejected: list[Refusal]
     toolchain: dict[str, str]
@@ -151,7 +165,7 @@ class PublishedSet(Record):
 
 
 class ArtifactManifest(Record):
-    manifest_version: Literal[1]
+    manifest_version: Literal[2]
     artifact: ArtifactEntry
     toolchain: dict[str, str]
     params: dict[str, Any]

@@ -18,9 +18,10 @@ import numpy as np
 from omniforge.errors import ArtifactError
 
 SPEAKERS_FILENAME = "speakers.safetensors"
-# Fields of one speaker: <name>.<field> in the file.
+# Tensors of the file: speaker.<name>.<field> and limit.<name> (int64 scalars). Not
+# safetensors' metadata: it is written in hash-map order, and the bytes must reproduce.
+SPEAKER, LIMIT = "speaker", "limit"
 REFERENCE_MEL, COND, BOS_TOKEN = "ref_mel", "cond", "bos_token"
-# The graph limits, in the file's metadata.
 LIMITS = ("num_embeds", "max_position_embeddings")
 
 
@@ -46,14 +47,15 @@ def encode_speakers(file: SpeakerFile) -> bytes:
     """The file's bytes: the same speakers and limits give the same bytes."""
     from safetensors.numpy import save
 
-    tensors: dict[str, np.ndarray] = {}
+    tensors = {f"{LIMIT}.{key}": np.asarray(getattr(file, key), np.int64) for key in LIMITS}
     for name, speaker in file.speakers.items():
-        tensors[f"{name}.{REFERENCE_MEL}"] = np.ascontiguousarray(speaker.reference_mel, np.float32)
-        tensors[f"{name}.{COND}"] = np.ascontiguousarray(speaker.cond, np.float32)
-        tensors[f"{name}.{BOS_TOKEN}"] = np.asarray(speaker.bos_token, np.int64)
-    # Sorted: safetensors writes metadata in the order given.
-    metadata = {key: str(getattr(file, key)) for key in sorted(LIMITS)}
-    return save(tensors, metadata=metadata)
+        prefix = f"{SPEAKER}.{name}"
+        tensors[f"{prefix}.{REFERENCE_MEL}"] = np.ascontiguousarray(
+            speaker.reference_mel, np.float32
+        )
+        tensors[f"{prefix}.{COND}"] = np.ascontiguousarray(speaker.cond, np.float32)
+        tensors[f"{prefix}.{BOS_TOKEN}"] = np.asarray(speaker.bos_token, np.int64)
+    return save(tensors)
 
 
 def decode_speakers(data: bytes, origin: str) -> SpeakerFile:
@@ -63,33 +65,29 @@ def decode_speakers(data: bytes, origin: str) -> SpeakerFile:
 
     try:
         tensors = load(data)
-        metadata = _metadata(data)
     except (SafetensorError, ValueError, OSError) as err:
         raise ArtifactError(f"{origin}: not a speakers file ({err})") from None
     limits = {}
     for key in LIMITS:
-        raw = metadata.get(key)
-        if raw is None or not raw.isdigit() or int(raw) < 1:
-            raise ArtifactError(f"{origin}: metadata {key} is {raw!r}, not a positive integer")
-        limits[key] = int(raw)
+        value = tensors.pop(f"{LIMIT}.{key}", None)
+        if value is None or value.shape != () or not np.issubdtype(value.dtype, np.integer):
+            raise ArtifactError(f"{origin}: no limit.{key} (an integer)")
+        if int(value) < 1:
+            raise ArtifactError(f"{origin}: limit.{key} is {int(value)}, not positive")
+        limits[key] = int(value)
     fields: dict[str, dict[str, np.ndarray]] = {}
     for key, array in tensors.items():
-        name, _, field = key.rpartition(".")
-        if not name or field not in (REFERENCE_MEL, COND, BOS_TOKEN):
-            raise ArtifactError(f"{origin}: tensor {key!r} is not <speaker>.ref_mel|cond|bos_token")
+        kind, _, rest = key.partition(".")
+        name, _, field = rest.rpartition(".")
+        if kind != SPEAKER or not name or field not in (REFERENCE_MEL, COND, BOS_TOKEN):
+            raise ArtifactError(
+                f"{origin}: tensor {key!r} is not speaker.<name>.ref_mel|cond|bos_token"
+            )
         fields.setdefault(name, {})[field] = array
     if not fields:
         raise ArtifactError(f"{origin}: holds no speaker")
     speakers = {name: _speaker(name, found, origin) for name, found in sorted(fields.items())}
     return SpeakerFile(speakers, **limits)
-
-
-def _metadata(data: bytes) -> dict[str, str]:
-    import json
-
-    header_length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_length])
-    return header.get("__metadata__") or {}
 
 
 def _speaker(name: str, found: Mapping[str, np.ndarray], origin: str) -> Speaker:

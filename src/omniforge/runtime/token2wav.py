@@ -21,13 +21,14 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omniforge.errors import ContractError
 from omniforge.runtime.generation import check_finite
-from omniforge.runtime.speakers import Speaker, SpeakerFile
+from omniforge.runtime.speakers import SPEAKERS_FILENAME, Speaker, SpeakerFile, decode_speakers
 
 MEL_FRAMES_PER_CODE = 2
 SAMPLES_PER_FRAME = 240
@@ -254,6 +255,21 @@ class Token2Wav:
     ) -> np.ndarray:
         """Codes [batch, N] to a 24 kHz waveform [batch, 480 N] in [-1, 1]."""
         return self.waveform(self.mel(codes, speaker, config, noise))
+
+
+def open_unverified_token2wav(graphs: dict[str, Path], threads: int | None = 1) -> Token2Wav:
+    """Token2Wav from built graphs by role (``conditioning``, ``dit``, ``vocoder``), checked
+    against nothing: for the build stages. Published ones load with ``load_token2wav``."""
+    from omniforge.runtime.session import open_unverified_session
+
+    conditioning = Path(graphs["conditioning"])
+    speakers = (conditioning / SPEAKERS_FILENAME).read_bytes()
+    return Token2Wav(
+        open_unverified_session(conditioning, threads),
+        open_unverified_session(graphs["dit"], threads),
+        open_unverified_session(graphs["vocoder"], threads),
+        speakers=decode_speakers(speakers, str(conditioning / SPEAKERS_FILENAME)),
+    )
 
 
 def _finite(value: float) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omniforge.artifacts import DECODE, MODEL, PREFILL
 from omniforge.components.base import talker_dims
 from omniforge.errors import ContractError
 from omniforge.reference import torch_generate_codes
@@ -141,24 +142,15 @@ class GenerationCheck:
         log.info("torch generation: 2 x %d steps in %.1fs", steps, time.perf_counter() - started)
         check_token2wav_codes(self.reference.codes, self.num_embeds, "PyTorch")
 
-    def check(self, variant: str, directory: Path) -> dict[str, Any]:
-        return self.check_talker(
-            variant,
-            open_unverified_talker(
-                directory, GENERATION_THREADS, max_cache_length=self.max_cache_length
-            ),
-            str(directory),
-        )
-
-    def check_pair(self, variant: str, prefill_dir: Path, decode_dir: Path) -> dict[str, Any]:
-        """A prefill/decode pair generating as one talker."""
+    def check(self, variant: str, graphs: dict[str, Path]) -> dict[str, Any]:
+        """A talker's variant: one graph, or a prefill/decode pair generating as one."""
+        decode = graphs.get(MODEL) or graphs[DECODE]
+        prefill = graphs.get(PREFILL)
         talker = open_unverified_talker(
-            decode_dir,
-            GENERATION_THREADS,
-            prefill=prefill_dir,
-            max_cache_length=self.max_cache_length,
+            decode, GENERATION_THREADS, prefill=prefill, max_cache_length=self.max_cache_length
         )
-        return self.check_talker(variant, talker, f"{prefill_dir} + {decode_dir}")
+        where = f"{prefill} + {decode}" if prefill else str(decode)
+        return self.check_talker(variant, talker, where)
 
     def check_talker(self, variant: str, runtime: OnnxTalker, where: str) -> dict[str, Any]:
         started = time.perf_counter()

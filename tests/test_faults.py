@@ -56,7 +56,7 @@ def _flip_middle_byte(path: Path) -> None:
 def built(tmp_path: Path, tiny_root: Path) -> tuple[Params, Path]:
     """A workspace with the tiny projection's variants, validate's and benchmark's records,
     and a good published set."""
-    params = parse_params({"components": COMPONENTS})
+    params = parse_params({"components": COMPONENTS, "assemblies": []})
     root = tmp_path / "work"
     shutil.copytree(tiny_root / "variants" / "projection", root / "variants" / "projection")
     shutil.copytree(tiny_root / "export" / "projection", root / "export" / "projection")
@@ -154,12 +154,12 @@ def test_the_loader_refuses_a_file_the_manifest_does_not_list(built: tuple[Param
             "merge-conflict markers",
         ),
         ("[1, 2]", "expected a JSON object, found a list"),
-        ('{"manifest_version": 1}', "artifacts: missing"),
+        ('{"manifest_version": 2}', "artifacts: missing"),
         (
-            '{"manifest_version": 1, "artifacts": [{"component": "x"}]}',
+            '{"manifest_version": 2, "artifacts": [{"component": "x"}]}',
             "artifacts.0.variant: missing",
         ),
-        ('{"manifest_version": 2, "artifacts": []}', "reads version 1"),
+        ('{"manifest_version": 1, "artifacts": []}', "reads version 2"),
     ],
 )
 def test_an_unreadable_manifest_is_named(

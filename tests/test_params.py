@@ -70,7 +70,7 @@ def test_every_component_needs_benchmark_lengths() -> None:
 def test_entries_for_components_not_built_or_unknown_are_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    params = parse_params({"components": ["talker", "projection"]})
+    params = parse_params({"components": ["talker", "projection"], "assemblies": []})
     assert params.components == ["talker", "projection"]
     check_component_names(params)
     lengths = {
@@ -81,7 +81,9 @@ def test_entries_for_components_not_built_or_unknown_are_ignored(
         "encoder": [8],
     }
     built = [name for name in lengths if name != "encoder"]
-    check_component_names(parse_params({"components": built, "benchmark": {"lengths": lengths}}))
+    check_component_names(
+        parse_params({"components": built, "assemblies": [], "benchmark": {"lengths": lengths}})
+    )
     assert "benchmark.lengths.encoder names no component: ignored" in caplog.text
 
 
@@ -94,6 +96,30 @@ def test_an_unknown_component_to_build_is_named_with_the_known_ones() -> None:
     }
     with pytest.raises(ParamsError, match=r"components: unknown component 'encoder' \(known: \["):
         check_component_names(parse_params(raw))
+
+
+def test_an_assembly_needs_its_parts_built_and_is_not_a_component() -> None:
+    with pytest.raises(
+        ParamsError,
+        match=r"assemblies: 'token2wav' is made of \['token2wav_conditioning', 'token2wav_dit', "
+        r"'token2wav_vocoder'\], which components does not build",
+    ):
+        check_component_names(parse_params({"components": ["talker"]}))
+    lengths = {"talker": [8], "token2wav": [8]}
+    shape = [{"batch": 1, "length": 1}, {"batch": 2, "length": 2}]
+    shapes = {"talker": shape, "token2wav": shape}
+    raw = {
+        "components": ["talker", "token2wav"],
+        "assemblies": [],
+        "benchmark": {"lengths": lengths},
+        "validate": {"shapes": shapes},
+    }
+    with pytest.raises(ParamsError, match="'token2wav' is an assembly of other graphs"):
+        check_component_names(parse_params(raw))
+    with pytest.raises(ParamsError, match="unknown assembly 'vocoder'"):
+        check_component_names(parse_params({"assemblies": ["vocoder"]}))
+    with pytest.raises(ParamsError, match="needs a setting named 'default'"):
+        parse_params({"token2wav": {"settings": {"fast": {"num_steps": 5}}}})
 
 
 def test_components_must_be_listed_once_and_not_be_empty() -> None:

@@ -325,6 +325,8 @@ class PublishParams(Section):
             max_abs_error=1e-3,
             min_top1_agreement=0.99,
             min_steps_before_divergence=32,
+            min_synthesis_snr_db=50,
+            min_stream_snr_db=10,
         ),
         "int8": Gate(
             min_cosine=0.99,

@@ -7,7 +7,7 @@ from omniforge.errors import ArtifactError
 from omniforge.params import Gate, Params
 from omniforge.publish import Candidate, publish
 from omniforge.publish.gates import refusals
-from omniforge.publish.model_card import describe_variant
+from omniforge.publish.model_card import describe_variant, model_card
 from omniforge.runtime import load_manifest, load_session, read_artifact, verify_all
 
 
@@ -114,9 +114,20 @@ def test_a_model_card_describes_its_variant_from_the_params_that_built_it() -> N
     )
     assert "float activations (accuracy level 1)" in describe_variant("int4-exact", params)
     assert "DynamicQuantizeMatMul" in describe_variant("int8", params)
-    assert "the int8 graph runs the prompt, the int4-wide graph each code" in describe_variant(
-        "hybrid", params
-    )
+    signature = {"inputs": [], "outputs": []}
+    entry = {
+        "component": "talker_kv",
+        "variant": "hybrid",
+        "graph_kind": "kv-cache",
+        "files": [],
+        "graphs": {
+            "prefill": {"folder": "prefill", "io": signature, "built": "talker_kv/int8"},
+            "decode": {"folder": "decode", "io": signature, "built": "talker_kv/int4-wide"},
+        },
+    }
+    card = model_card(entry, {}, params)
+    assert "`prefill`: talker_kv/int8 (int8 weights per column" in card
+    assert "`decode`: talker_kv/int4-wide (4-bit weight blocks of 256" in card
     assert describe_variant("int4-wide", {}) == "int4-wide"
 
 

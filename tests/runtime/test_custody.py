@@ -455,7 +455,7 @@ def test_more_malformed_manifests_are_named(copy: Path, change: object, message:
 def test_an_integer_too_long_to_read_is_named(copy: Path) -> None:
     path = copy / MANIFEST_FILENAME
     path.write_text(
-        path.read_text().replace('"manifest_version": 1', '"manifest_version": ' + "9" * 5000)
+        path.read_text().replace('"manifest_version": 2', '"manifest_version": ' + "9" * 5000)
     )
     with pytest.raises(ArtifactError, match="not JSON this omniforge reads"):
         load_manifest(copy)

@@ -179,18 +179,32 @@ def benchmark_token2wav(
     assembly = get_assembly(name)
     seed = params.validate_.seed
     settings = params.token2wav
-    log.info("%s: PyTorch eager, %d settings", name, len(settings.settings))
-    torch_report = run_in_child(
-        f"{name} (torch)", bench_synthesis_torch, params.model.model_dump(), params.as_dict(), seed
-    )
-    waveforms = {"torch": torch_report.pop("waveforms")}
-    noise = torch_report.pop("noise")
+    if params.benchmark.compare_torch:
+        log.info("%s: PyTorch eager, %d settings", name, len(settings.settings))
+        torch_report = run_in_child(
+            f"{name} (torch)",
+            bench_synthesis_torch,
+            params.model.model_dump(),
+            params.as_dict(),
+            seed,
+        )
+        waveforms = {"torch": torch_report.pop("waveforms")}
+        noise = torch_report.pop("noise")
+    else:  # the same noise shape, drawn without torch
+        from omniforge.sources import open_source
+
+        torch_report, waveforms = {}, {}
+        mel_dim = open_source(params.model).configs.token2wav.dit_config.mel_dim
+        noise = np.random.default_rng(seed).standard_normal(
+            (1, 2 * settings.bench_codes, mel_dim), dtype=np.float32
+        )
     report: dict[str, Any] = {
         "threads": params.benchmark.threads,
         "batch": 1,
         "codes": settings.bench_codes,
-        "torch": torch_report,
     }
+    if torch_report:
+        report["torch"] = torch_report
     for variant in assembly.variants(params):
         graphs = assembly.graph_dirs(variant, params, variants_root)
         log.info("%s: timing %s", name, variant)
@@ -204,18 +218,20 @@ def benchmark_token2wav(
         )
         waveforms[variant] = figures.pop("waveforms")
         for setting, timing in figures["settings"].items():
-            torch_s = torch_report["settings"][setting]["offline_s"]
-            timing["speedup_vs_torch"] = torch_s / timing["offline_s"]
+            if torch_report:
+                torch_s = torch_report["settings"][setting]["offline_s"]
+                timing["speedup_vs_torch"] = torch_s / timing["offline_s"]
         default = figures["settings"][DEFAULT_SETTING]
         # The headline: transformers' default setting, where PyTorch is timed too.
         figures["synthesis_real_time_factor"] = default["offline_real_time_factor"]
         figures["stream_real_time_factor"] = default["stream_real_time_factor"]
         figures["time_to_first_audio_ms"] = default["time_to_first_audio_ms"]
-        figures["synthesis_speedup_vs_torch"] = default["speedup_vs_torch"]
+        if "speedup_vs_torch" in default:
+            figures["synthesis_speedup_vs_torch"] = default["speedup_vs_torch"]
         figures["size"] = graphs_bytes(graphs)
         figures["files"] = records_as_dicts(graph_files(graphs))
         report[variant] = figures
-    for timing in torch_report["settings"].values():
+    for timing in torch_report.get("settings", {}).values():
         timing["offline_real_time_factor"] = timing["offline_s"] / report[FP32]["audio_s"]
     with atomic_directory(Path(listen_dir)) as tmp:
         for who, by_setting in waveforms.items():
@@ -231,7 +247,7 @@ def benchmark_token2wav(
     ]
     report["plot_x"] = "chunk"
     report["spectrograms"] = {
-        "PyTorch eager": waveforms["torch"][DEFAULT_SETTING],
+        **({"PyTorch eager": waveforms["torch"][DEFAULT_SETTING]} if "torch" in waveforms else {}),
         "ONNX fp32 offline": waveforms[FP32][DEFAULT_SETTING],
         "ONNX fp32 streamed": waveforms[FP32][f"{DEFAULT_SETTING}_stream"],
     }
@@ -247,7 +263,7 @@ def render_spectrograms(path: Path, waveforms: dict[str, np.ndarray], title: str
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from omniforge.validate.audio import HOP, log_mel_db
+    from omniforge.runtime.audio import HOP, log_mel_db
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

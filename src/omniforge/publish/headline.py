@@ -25,7 +25,9 @@ HEADLINE_KEYS: tuple[str, ...] = (
     "speedup_vs_baseline",
     "speedup_vs_reference",
     "real_time_factor",
+    "first_audio_ms",
     "cosine",
+    "snr_db",
     "top1",
     "first_divergence",
     "published",
@@ -53,6 +55,9 @@ def headline(
     if kv:
         speedup_vs_torch = benchmark.get("decode_speedup_vs_torch")
         real_time_factor = benchmark.get("decode_real_time_factor")
+    elif "stream_real_time_factor" in benchmark:  # Token2Wav, at transformers' defaults
+        speedup_vs_torch = benchmark.get("synthesis_speedup_vs_torch")
+        real_time_factor = benchmark.get("stream_real_time_factor")
     else:
         speedup_vs_torch = benchmark.get("speedup_vs_torch", {}).get(largest)
         real_time_factor = (
@@ -71,8 +76,10 @@ def headline(
         "speedup_vs_baseline": significant(benchmark.get("decode_speedup_vs_baseline")),
         "speedup_vs_reference": significant(benchmark.get("decode_speedup_vs_reference")),
         "real_time_factor": significant(real_time_factor),
+        "first_audio_ms": significant(benchmark.get("time_to_first_audio_ms")),
         "cosine": round(cosine, 5) if cosine is not None else None,
         "top1": round(top1, 3) if top1 is not None else None,
+        "snr_db": significant(parity.get("synthesis_snr_db"), 3),
         "first_divergence": parity.get("generation_first_divergence_step"),
         "published": published,
         "refused_by": ", ".join(refused_by),

@@ -1,0 +1,97 @@
+"""Token2Wav at full size (transformers' default config = the 7B checkpoint's, synthetic
+weights), through the pipeline's own library calls: export, simplify, int8 quantize, the
+validate stage's synthesis check, then the benchmark stage's whole-synthesis timing beside
+PyTorch eager, in one run. Peak RSS of each step is printed.
+
+    .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py build   WORK
+    .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py validate WORK
+    .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py bench   WORK
+
+WORK is a scratch folder (about 3 GB); figures go to WORK/*.json and are quoted in NOTES.md.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+from omniforge.artifacts import variant_dir, write_json
+from omniforge.params import parse_params
+
+PARAMS = {
+    "model": {"preset": "qwen2.5-omni-7b"},
+    "components": ["token2wav_conditioning", "token2wav_dit", "token2wav_vocoder"],
+    "quantize": {"int8": {"method": "int8", "reduce_range": True}},
+    "talker_kv": {"hybrid_prefill": "int8", "hybrid_decode": "int8", "speedup_reference": "int8"},
+    "token2wav": {"bench_codes": 100, "bench_repeats": 1, "validate_codes": 100},
+}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def build(work: Path) -> None:
+    from omniforge.components import get_component
+    from omniforge.passes.export import export_component
+    from omniforge.passes.quantize import quantize_artifact
+    from omniforge.passes.simplify import simplify_artifact
+    from omniforge.sources import open_source
+
+    params = parse_params(PARAMS)
+    source = open_source(params.model)
+    step = sys.argv[3] if len(sys.argv) > 3 else None
+    for name in params.components:
+        if step and name != step:
+            continue
+        component = get_component(name)
+        started = time.perf_counter()
+        exported = export_component(component, source, work / "export" / name, params.export)
+        fp32 = simplify_artifact(
+            exported,
+            variant_dir(work / "variants", name, "fp32"),
+            params.simplify,
+            component.simplify,
+        )
+        quantize_artifact(
+            fp32, variant_dir(work / "variants", name, "int8"), "int8", params.quantize
+        )
+        seconds = time.perf_counter() - started
+        print(f"{name}: built in {seconds:.0f} s, peak RSS {peak_rss_gb():.2f} GB")
+
+
+def validate(work: Path) -> None:
+    from omniforge.components import get_assembly
+    from omniforge.sources import open_source
+    from omniforge.sources.token2wav import from_config
+    from omniforge.validate.synthesis import SynthesisCheck
+
+    params = parse_params(PARAMS)
+    source = open_source(params.model)
+    check = SynthesisCheck(
+        source, params.token2wav, from_config(source.configs.token2wav, "7b"), params.validate_.seed
+    )
+    print(f"torch references: peak RSS {peak_rss_gb():.2f} GB")
+    assembly = get_assembly("token2wav")
+    out = {}
+    for variant in ("fp32", "int8"):
+        out[variant] = check.check(variant, assembly.graph_dirs(variant, params, work / "variants"))
+        print(variant, json.dumps({k: v for k, v in out[variant].items() if k != "synthesis"}))
+    write_json(work / "validate.json", out)
+    print(f"validate: peak RSS {peak_rss_gb():.2f} GB")
+
+
+def bench(work: Path) -> None:
+    from omniforge.benchmark.synthesis import benchmark_token2wav, render_spectrograms
+
+    params = parse_params(PARAMS)
+    report = benchmark_token2wav(params, "token2wav", work / "variants", work / "listen")
+    render_spectrograms(work / "mel.png", report.pop("spectrograms"), "token2wav, full size")
+    write_json(work / "benchmark.json", report)
+
+
+if __name__ == "__main__":
+    {"build": build, "validate": validate, "bench": bench}[sys.argv[1]](Path(sys.argv[2]))

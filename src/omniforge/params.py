@@ -315,6 +315,8 @@ INT4_GATE = Gate(
     min_top1_agreement=0.3,
     min_forced_cosine=0.97,
     min_forced_top1_agreement=0.5,
+    min_synthesis_snr_db=12,
+    max_log_mel_distance_db=1.0,
 )
 
 
@@ -333,6 +335,8 @@ class PublishParams(Section):
             min_top1_agreement=0.5,
             min_forced_cosine=0.99,
             min_forced_top1_agreement=0.8,
+            min_synthesis_snr_db=20,
+            max_log_mel_distance_db=0.5,
         ),
         "int4": INT4_GATE,
         "int4-exact": INT4_GATE,

@@ -40,3 +40,19 @@ def test_the_int8_gemm_probe_measures_a_rate_and_keeps_the_best() -> None:
     rates = [probe.measure(repeats=2) for _ in range(3)]
     assert min(rates) > 0
     assert probe.best == max(rates)
+
+
+def test_the_dits_per_row_time_mlp_is_not_counted_per_frame(tiny_variants: dict) -> None:
+    """The DiT's time embedding and AdaLN modulation run once per row: a per-frame floor
+    that counted them would overstate the work (and stop being a lower bound)."""
+    from omniforge.benchmark.compute import weight_multiply_adds
+
+    for variant in ("fp32", "int8", "int4"):
+        graph = tiny_variants["token2wav_dit"][variant] / "model.onnx"
+        per_frame = weight_multiply_adds(graph, ("rows",))
+        assert 0 < per_frame < weight_multiply_adds(graph)
+    fp32, int4 = (
+        weight_multiply_adds(tiny_variants["token2wav_dit"][v] / "model.onnx", ("rows",))
+        for v in ("fp32", "int4")
+    )
+    assert fp32 == int4

@@ -24,19 +24,27 @@ WEIGHT_MATMULS = {"MatMul", "Gemm", "DynamicQuantizeMatMul"}
 PROBE_DEPTH, PROBE_WIDTH = 1024, 8192
 
 
-def weight_multiply_adds(model_file: Path) -> int:
+def weight_multiply_adds(model_file: Path, skip_leading: tuple[str, ...] = ()) -> int:
     """Multiply-adds one row (position) of input costs in the graph's weight matmuls.
 
     ``MatMulNBits`` states its K x N; the others' weight is an initializer (input 1), as the
     passes write them. The attention's own products (queries by the cache) are left out:
-    they are not weights.
+    they are not weights. ``skip_leading``: leave out matmuls whose input's leading dims are
+    exactly these symbols (the DiT's per-row time MLP, ``("rows",)``, runs once per row, not
+    once per frame).
     """
     import onnx
 
     graph = onnx.load(str(model_file), load_external_data=False).graph
     shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    leading = {
+        value.name: tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)[:-1]
+        for value in [*graph.value_info, *graph.input]
+    }
     total = 0
     for node in graph.node:
+        if skip_leading and leading.get(node.input[0]) == skip_leading:
+            continue
         if node.op_type == "MatMulNBits":
             attributes = {a.name: a.i for a in node.attribute}
             total += attributes["K"] * attributes["N"]

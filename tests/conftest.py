@@ -98,6 +98,23 @@ def token2wav_published(tiny_root: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
+def omni() -> torch.nn.Module:
+    """A tiny Qwen2.5-Omni (every part, seeded), as transformers builds it."""
+    from tiny_omni import build_tiny_omni
+
+    return build_tiny_omni(seed=0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(omni: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``omni`` saved as a sharded checkpoint with its ``spk_dict.pt``: tests read it, never
+    change it (they edit copies)."""
+    from tiny_omni import save_checkpoint
+
+    return save_checkpoint(omni, tmp_path_factory.mktemp("ckpt") / "tiny-omni")
+
+
+@pytest.fixture(scope="session")
 def tiny_exports(tiny_root: Path) -> dict[str, Path]:
     return {name: tiny_root / "export" / name for name in TINY_COMPONENTS}
 

@@ -28,16 +28,6 @@ from omniforge.sources.pretrained import PretrainedSource
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-@pytest.fixture(scope="module")
-def omni() -> torch.nn.Module:
-    return build_tiny_omni(seed=0)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(omni: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_checkpoint(omni, tmp_path_factory.mktemp("ckpt") / "tiny-omni")
-
-
 @pytest.fixture
 def editable(checkpoint: Path, tmp_path: Path) -> Path:
     """A private copy of the checkpoint that a test may break."""

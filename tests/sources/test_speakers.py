@@ -9,22 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_omni import build_tiny_omni, save_checkpoint, tiny_speakers
+from tiny_omni import tiny_speakers
 
 from omniforge.errors import ArtifactError, SourceError
 from omniforge.runtime.speakers import decode_speakers, encode_speakers
 from omniforge.sources.pretrained import PretrainedSource
 from omniforge.sources.synthetic import SyntheticSource
-
-
-@pytest.fixture(scope="module")
-def omni() -> torch.nn.Module:
-    return build_tiny_omni(seed=0)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(omni: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_checkpoint(omni, tmp_path_factory.mktemp("ckpt") / "tiny-omni")
 
 
 def test_a_checkpoints_speakers_are_read_as_it_ships_them(

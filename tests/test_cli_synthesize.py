@@ -94,6 +94,7 @@ def test_a_stream_as_pcm16_and_explicit_noise_from_json(
         ([[1, 2], [3, 4]], [], "one utterance's codes"),
         ([1.5, 2], [], "codes must be integers"),
         ({"codes": [1]}, [], "expected a list of integer codes"),
+        ([[1, 2], [3]], [], r"expected a list of integer codes \(one row\)"),
         ([1, 2], ["--speaker", "Nobody"], "unknown speaker 'Nobody': this Token2Wav has Chelsie"),
         ([1, 2], ["--steps", "1"], "num_steps must be >= 2"),
         ([1, 2], ["--seed", "3", "--noise", "n.npy"], "give --seed or --noise, not both"),

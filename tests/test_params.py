@@ -118,6 +118,12 @@ def test_an_assembly_needs_its_parts_built_and_is_not_a_component() -> None:
         check_component_names(parse_params(raw))
     with pytest.raises(ParamsError, match="unknown assembly 'vocoder'"):
         check_component_names(parse_params({"assemblies": ["vocoder"]}))
+    with pytest.raises(
+        ParamsError, match=r"token2wav.settings.fast: .*sway_coefficient must be fi"
+    ):
+        parse_params(
+            {"token2wav": {"settings": {"default": {}, "fast": {"sway_coefficient": 1e999}}}}
+        )
     with pytest.raises(ParamsError, match="needs a setting named 'default'"):
         parse_params({"token2wav": {"settings": {"fast": {"num_steps": 5}}}})
 

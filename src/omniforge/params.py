@@ -79,6 +79,13 @@ class SynthesisSetting(Section):
     guidance_scale: float = Field(default=0.5, ge=0)  # below 1e-5: no guidance
     sway_coefficient: float | None = -1.0
 
+    @model_validator(mode="after")
+    def _solvable(self) -> SynthesisSetting:
+        from omniforge.runtime.token2wav import SynthesisConfig
+
+        SynthesisConfig(**self.model_dump())  # a ValueError names the field
+        return self
+
 
 class StreamParams(Section):
     """How a stream is cut, in mel frames (omniforge.runtime.StreamSettings)."""

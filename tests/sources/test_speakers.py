@@ -132,3 +132,11 @@ def test_a_damaged_speakers_file_is_named(mutate, message: str) -> None:
     data = encode_speakers(SyntheticSource("tiny", seed=0).speakers())
     with pytest.raises(ArtifactError, match=message):
         decode_speakers(mutate(data), "speakers.safetensors")
+
+
+def test_a_speakers_file_of_a_dtype_numpy_lacks_is_named() -> None:
+    from safetensors.torch import save
+
+    data = save({"speaker.Chelsie.cond": torch.zeros(16, dtype=torch.bfloat16)})
+    with pytest.raises(ArtifactError, match="not a speakers file"):
+        decode_speakers(data, "speakers.safetensors")

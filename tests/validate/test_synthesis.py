@@ -120,3 +120,18 @@ def test_from_a_checkpoint_through_the_published_artifact_equals_transformers(
     waveform = t2w.synthesize(codes, "Ethan", SynthesisConfig(), noise)[0]
     assert np.abs(expected).max() > 0.05
     assert snr_db(expected, waveform) >= 50
+
+
+def test_a_conditioning_graph_carrying_other_speakers_is_refused(
+    check: SynthesisCheck, tiny_root: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from omniforge.errors import ContractError
+    from omniforge.runtime.speakers import SPEAKERS_FILENAME, encode_speakers
+
+    built = graphs(tiny_root, "fp32")
+    copy = Path(shutil.copytree(built["conditioning"], tmp_path / "conditioning"))
+    (copy / SPEAKERS_FILENAME).write_bytes(encode_speakers(SyntheticSource("tiny", 1).speakers()))
+    with pytest.raises(ContractError, match="not the source's speakers"):
+        check.check("fp32", {**built, "conditioning": copy})

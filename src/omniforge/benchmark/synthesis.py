@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from omniforge.benchmark.timing import peak_rss_mb
+from omniforge.runtime.token2wav import default_voice
 
 if TYPE_CHECKING:
     from omniforge.params import Params
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SPEAKER = "Chelsie"
 
 
 def utterance(num_embeds: int, codes: int, seed: int) -> np.ndarray:
@@ -48,7 +47,7 @@ def bench_synthesis_torch(
     torch.set_num_threads(params.benchmark.threads)
     source = open_source(ModelParams(**model_params))
     speakers = source.speakers()
-    voice = speakers.speakers.get(DEFAULT_SPEAKER) or speakers.speakers[min(speakers.speakers)]
+    voice = speakers.speakers[default_voice(speakers.speakers)]
     codes = utterance(speakers.num_embeds, settings.bench_codes, seed)
     model = source.token2wav()
     mel_dim = voice.reference_mel.shape[1]
@@ -107,7 +106,7 @@ def bench_synthesis_onnx(
         offline, streamed, first = [], [], []
         chunks_ms: list[float] = []
         for _ in range(settings.bench_repeats):
-            spoken = speak(t2w, codes, DEFAULT_SPEAKER, config, noise)
+            spoken = speak(t2w, codes, None, config, noise)
             offline.append(spoken.seconds)
             gemm.measure()
             spoken_stream, chunk_times = timed_stream(t2w, codes, config, stream, noise)
@@ -144,7 +143,7 @@ def timed_stream(t2w: Any, codes: np.ndarray, config: Any, settings: Any, noise:
     from omniforge.runtime.token2wav import Token2WavStream
 
     started = time.perf_counter()
-    streaming = Token2WavStream(t2w, DEFAULT_SPEAKER, config, settings, noise)
+    streaming = Token2WavStream(t2w, None, config, settings, noise)
     chunks, latencies, first = [], [], None
     for code in codes[0]:
         pushed = time.perf_counter()
@@ -168,8 +167,9 @@ def benchmark_token2wav(
     params: Params, name: str, variants_root: Path, listen_dir: Path
 ) -> dict[str, Any]:
     """PyTorch eager, then every variant, each in a child; WAVs of each written to
-    ``listen_dir`` (replaced whole). The report's ``plot`` holds chunk latencies and
-    ``spectrograms`` the waveforms the mel plot shows (both removed before it is written)."""
+    ``listen_dir`` (replaced whole). The report's ``plot`` holds each chunk's latency (the
+    last repeat's) and ``spectrograms`` the waveforms the mel plot shows (popped by the stage
+    before the report is written)."""
     from omniforge.artifacts import atomic_directory, graph_files, graphs_bytes, records_as_dicts
     from omniforge.benchmark.children import run_in_child
     from omniforge.components import get_assembly

@@ -122,13 +122,14 @@ def publish_one(candidate: Candidate, target: Path, context: dict[str, Any]) -> 
     except CustodyError as err:
         # Name the built file the user can look at, not the temporary copy being checked.
         message = str(err)
+        built = ", ".join(f"{d.parent.name}/{d.name}" for d in candidate.graphs.values())
         for role, directory in candidate.graphs.items():
             message = message.replace(str(target / folders[role]).rstrip("/"), str(directory))
         raise CustodyError(
             f"{message}\n  these bytes were never validated: nothing is published and the last "
-            "good set stays in place. Rebuild the variant (`dvc repro -f -s "
-            f"quantize@{candidate.component}-<scheme>`, or `simplify@{candidate.component}` "
-            "for fp32), then `dvc repro`"
+            f"good set stays in place. Rebuild {built} (`dvc repro -f -s "
+            "quantize@<component>-<scheme>`, or `simplify@<component>` for fp32), then "
+            "`dvc repro`"
         ) from None
     entry = {
         "component": candidate.component,

@@ -1,9 +1,9 @@
 """What a voice pipeline imports: numpy and onnxruntime only, never torch.
 
 Published artifacts load only through the verifying loaders (``load_session``,
-``load_talker``): they check every file of the artifact against its manifest and hand
-onnxruntime the bytes they hashed. The talker's KV-cache graph generates codec ids for
-Token2Wav.
+``load_talker``, ``load_token2wav``): they check every file of the artifact against its
+manifest and hand onnxruntime the bytes they hashed. The talker's KV-cache graph generates
+codec ids; Token2Wav turns them into 24 kHz audio.
 """
 
 from omniforge.runtime.custody import (

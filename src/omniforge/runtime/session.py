@@ -57,8 +57,8 @@ def open_unverified_session(model: str | Path, threads: int | None = 1) -> Any:
 
     The build stages open variants not vetted yet with it (validate and benchmark record
     the hashes of what they open), and the loader opens the private copy it has just
-    hashed. A voice pipeline loads published artifacts with ``load_session`` and
-    ``load_talker``, which verify them first.
+    hashed. A voice pipeline loads published artifacts with ``load_session``,
+    ``load_talker`` and ``load_token2wav``, which verify them first.
 
     One thread by default: reductions split over threads round differently, and parity
     figures should not depend on the machine's core count. Benchmarks pass their own;

@@ -59,9 +59,12 @@ def read_codes(path: Path) -> np.ndarray:
             raise ArtifactError(f"{path}: codes are read from .npy or .json, not {path.suffix!r}")
     except (ValueError, UnicodeDecodeError, EOFError) as err:
         raise ArtifactError(f"{path}: not readable as {path.suffix} ({err})") from None
-    codes = np.asarray(raw) if not isinstance(raw, dict) else None
+    try:
+        codes = None if isinstance(raw, dict) else np.asarray(raw)
+    except ValueError:  # a ragged list
+        codes = None
     if codes is None or codes.dtype == object:
-        raise ArtifactError(f"{path}: expected a list of integer codes")
+        raise ArtifactError(f"{path}: expected a list of integer codes (one row)")
     if codes.ndim == 2 and codes.shape[0] == 1:
         codes = codes[0]
     if codes.ndim != 1 or codes.size == 0:

@@ -65,8 +65,9 @@ def decode_speakers(data: bytes, origin: str) -> SpeakerFile:
 
     try:
         tensors = load(data)
-    except (SafetensorError, ValueError, OSError) as err:
-        raise ArtifactError(f"{origin}: not a speakers file ({err})") from None
+    except (SafetensorError, ValueError, OSError, KeyError, TypeError) as err:
+        # KeyError: a dtype numpy has no type for (bf16).
+        raise ArtifactError(f"{origin}: not a speakers file ({err!r})") from None
     limits = {}
     for key in LIMITS:
         value = tensors.pop(f"{LIMIT}.{key}", None)

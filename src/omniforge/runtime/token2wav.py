@@ -92,6 +92,11 @@ class SynthesisConfig:
         return 4 * (self.num_steps - 1)
 
 
+def default_voice(names: Any) -> str:
+    """transformers' default voice when the source has it, else the first by name."""
+    return DEFAULT_SPEAKER if DEFAULT_SPEAKER in names else min(names)
+
+
 def time_grid(num_steps: int, sway_coefficient: float | None) -> np.ndarray:
     """``sample()``'s time points in float32: ``linspace(0, 1, n)`` warped by sway."""
     times = np.linspace(0.0, 1.0, num_steps, dtype=np.float32)
@@ -138,8 +143,7 @@ class Token2Wav:
 
     @property
     def default_speaker(self) -> str:
-        """transformers' default voice when the source has it, else the first by name."""
-        return DEFAULT_SPEAKER if DEFAULT_SPEAKER in self.speakers else min(self.speakers)
+        return default_voice(self.speakers)
 
     def speaker(self, speaker: str | Speaker | None = None) -> Speaker:
         """A voice by name (None: the default), or one given as a :class:`Speaker`."""

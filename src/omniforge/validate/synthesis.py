@@ -19,13 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from omniforge.errors import ContractError
 from omniforge.params import DEFAULT_SETTING, SynthesisSetting, Token2WavParams
+from omniforge.runtime.speakers import SPEAKERS_FILENAME, encode_speakers
 from omniforge.runtime.token2wav import (
     MEL_FRAMES_PER_CODE,
     StreamSettings,
     SynthesisConfig,
     Token2Wav,
     Token2WavStream,
+    default_voice,
     open_unverified_token2wav,
 )
 from omniforge.sources.base import ModelSource
@@ -77,7 +80,9 @@ class SynthesisCheck:
         self.settings = {name: synthesis_config(s) for name, s in params.settings.items()}
         self.stream = stream_settings(params)
         speakers = source.speakers()
-        self.speaker = "Chelsie" if "Chelsie" in speakers.speakers else min(speakers.speakers)
+        self.speaker = default_voice(speakers.speakers)
+        # Every voice and limit ships: the artifact's file must be the source's, byte for byte.
+        self.speakers_file = encode_speakers(speakers)
         voice = speakers.speakers[self.speaker]
         rng = np.random.default_rng(seed)
         self.codes = rng.integers(0, token2wav.num_embeds, (1, params.validate_codes))
@@ -110,6 +115,12 @@ class SynthesisCheck:
         )
 
     def check(self, variant: str, graphs: dict[str, Path]) -> dict[str, Any]:
+        carried = graphs["conditioning"] / SPEAKERS_FILENAME
+        if carried.read_bytes() != self.speakers_file:
+            raise ContractError(
+                f"{carried}: not the source's speakers (voices or limits differ): re-export "
+                "token2wav_conditioning"
+            )
         t2w = open_unverified_token2wav(graphs)
         default = self.references[DEFAULT_SETTING]
         per_setting: dict[str, dict[str, Any]] = {}

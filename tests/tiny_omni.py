@@ -41,13 +41,13 @@ def tiny_token2wav_config_dict(
             "num_embeds": num_embeds,
             "mel_dim": mel_dim,
         },
+        # Every rate of the checkpoint (240 samples a frame: audio metrics need real lengths);
+        # six upsamplings halve the channels, so 64 is the least that keeps one at the end.
         "bigvgan_config": {
             "mel_dim": mel_dim,
-            "upsample_initial_channel": 16,
+            "upsample_initial_channel": 64,
             "resblock_kernel_sizes": [3],
             "resblock_dilation_sizes": [[1, 3, 5]],
-            "upsample_rates": [2, 2],
-            "upsample_kernel_sizes": [4, 4],
         },
     }
 

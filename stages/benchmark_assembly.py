@@ -12,9 +12,7 @@ from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    report = benchmark_token2wav(
-        params, args.assembly, Path(args.variants_root), Path(args.listen)
-    )
+    report = benchmark_token2wav(params, args.assembly, Path(args.variants_root), Path(args.listen))
     spectrograms = report.pop("spectrograms")
     write_json(Path(args.out), report)
     render_latency_png(Path(args.plot), report, f"{args.assembly} stream")

@@ -18,6 +18,7 @@ from omniforge.passes.simplify import simplify_artifact
 from omniforge.sources.synthetic import SyntheticSource
 
 TINY_COMPONENTS = (
+    "audio_encoder",
     "talker",
     "talker_kv",
     "talker_fused",

@@ -93,6 +93,7 @@ def small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         params["model"].update(model)
         params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
         params["benchmark"]["lengths"] = {
+            "audio_encoder": [16, 32],
             "talker": [8, 16],
             "talker_kv": [4, 8],
             "talker_fused": [4, 8],

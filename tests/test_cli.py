@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -98,3 +99,133 @@ def test_clean_removes_temporaries_of_dead_runs(tmp_path: Path) -> None:
     finally:
         os.chdir(cwd)
     assert result.exit_code == 0 and not stale.exists()
+
+
+# `show` fits the terminal and says where and when its figures were measured.
+
+EPYC = "AMD EPYC 7763 64-Core Processor"
+LONG = "int4-block128-asymmetric-exact"  # longer than any variant today
+
+
+def timed(variant: str, directory: Path, measured_at: str | None) -> Candidate:
+    """A candidate with a KV talker's many headline figures, measured on EPYC (or with no
+    record of where and when when ``measured_at`` is None)."""
+    made = candidate(variant, directory, 0.99, 3.0)
+    made.benchmark |= {
+        "decode_p50_ms": 8.3,
+        "prefill_p50_ms": 320.0,
+        "time_to_first_code_ms": 350.0,
+        "decode_speedup_vs_torch": 4.0,
+        "decode_speedup_vs_baseline": 1.7,
+        "decode_speedup_vs_reference": 1.5,
+        "decode_real_time_factor": 0.42,
+    }
+    made.parity |= {"top1_agreement": 0.776}
+    if measured_at is not None:
+        made.benchmark |= {"measured_at": measured_at, "measured_on": EPYC}
+    return made
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_variants: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli-measured") / "published"
+    variants = tiny_variants["projection"]
+    publish(
+        [
+            timed("fp32", variants["fp32"], "2026-12-05T23:59:00+00:00"),
+            timed(LONG, variants["int8"], "2026-12-06T13:17:54+00:00"),
+        ],
+        {"fp32": Gate(), LONG: Gate()},
+        out,
+        {"projection": {"kind": "synthetic", "preset": "tiny", "seed": 0}},
+        {},
+    )
+    return out
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_show_tables_fit_the_width_and_cut_no_name(width: int) -> None:
+    import io
+
+    from rich.console import Console
+
+    from omniforge.cli import figure_tables
+    from omniforge.publish.headline import HEADLINE_KEYS
+
+    names = ["talker_fused/int4-block128", "token2wav/int4-block128", f"talker_kv/{LONG}"]
+    figures = {key: 0.98682 for key in HEADLINE_KEYS} | {"first_audio_ms": 6600.0}
+    rows = [(name, figures) for name in names]
+    screen = Console(width=width, file=io.StringIO(), color_system=None)
+    tables = figure_tables(screen, "published in models/published", rows, list(HEADLINE_KEYS))
+    for table in tables:
+        screen.print(table)
+    out = screen.file.getvalue()
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= width, out
+    assert width > 120 or len(tables) > 1, "the figures do not fit 120 columns beside the name"
+    for name in names:  # whole on one line, once per table
+        assert sum(name in line for line in lines) == len(tables), (name, out)
+    assert "…" not in out and out.count("6600.0") == len(names), "a figure was cut"
+
+
+def test_show_fits_80_columns_without_cutting_a_name(measured: Path) -> None:
+    result = runner.invoke(app, ["show", str(measured)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    assert any(f"projection/{LONG}" in line for line in lines), result.stdout
+    assert "…" not in result.stdout and "0.776" in result.stdout
+
+
+def test_show_says_where_and_when_figures_were_measured(
+    measured: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omniforge.benchmark import reuse
+
+    monkeypatch.setattr(reuse, "machine", lambda: {"cpu": EPYC})
+    here = runner.invoke(app, ["show", str(measured)])
+    assert here.exit_code == 0, here.stdout
+    said = words(here.stdout)
+    assert f"figures measured on {EPYC}, between 2026-12-05 and 2026-12-06" in said, said
+    assert "not this machine" not in said
+
+    monkeypatch.setattr(reuse, "machine", lambda: {"cpu": "Intel(R) Xeon(R) Platinum 8480+"})
+    elsewhere = runner.invoke(app, ["show", str(measured)])
+    said = words(elsewhere.stdout)
+    assert elsewhere.exit_code == 0 and f"figures measured on {EPYC}" in said, said
+    assert f"not this machine: measured on {EPYC}, this machine is Intel(R) Xeon(R)" in said
+
+    as_json = runner.invoke(app, ["show", str(measured), "--json"])
+    shown = json.loads(as_json.stdout)
+    assert shown["projection/fp32"]["measured_on"] == EPYC
+    assert shown["projection/fp32"]["measured_at"] == "2026-12-05"
+    assert shown["projection/fp32"]["cosine"] == 0.99, "the headline is still there"
+
+
+def test_show_says_when_where_and_when_are_not_on_record(published: Path) -> None:
+    result = runner.invoke(app, ["show", str(published)])
+    assert result.exit_code == 0
+    said = words(result.stdout)
+    assert "where and when these figures were measured is not on record" in said, said
+
+
+def test_measured_lines_name_what_is_not_on_record() -> None:
+    from omniforge.cli import measured_lines
+
+    lines = measured_lines(
+        {
+            "talker_kv/int8": {"measured_at": "2026-12-06", "measured_on": EPYC},
+            "token2wav/fp32": {},
+            "token2wav/int8": {},
+        },
+        EPYC,
+    )
+    said = words(" | ".join(lines))
+    assert f"figures measured on {EPYC}, 2026-12-06" in said
+    assert "not on record: on which CPU token2wav/* were measured" in said
+    assert "not on record: when token2wav/* were measured" in said
+    assert "maybe not this machine" in said and "not this machine:" not in said

@@ -2,7 +2,8 @@
 
 omniforge inventory DIR       every .onnx under DIR: true size, data files, I/O, pipeline link
 omniforge verify DIR          a published set or one artifact folder, against its hashes
-omniforge show [DIR]          the headline figures of the published variants
+omniforge show [DIR]          the headline figures of the published variants, where and when
+                              they were measured
 omniforge compare A B         two published variants side by side, with ratios
 omniforge synthesize C OUT    codes to a 24 kHz WAV through a published Token2Wav, timed
 omniforge release             declare, version-tag and push the published artifacts
@@ -11,10 +12,12 @@ omniforge clean               remove temporaries left by killed runs
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -24,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from omniforge.artifacts import read_json, read_json_object
+from omniforge.benchmark.reuse import MEASURED_AT, MEASURED_ON
 from omniforge.errors import OmniforgeError
 from omniforge.runtime.custody import verify_all, verify_artifact
 from omniforge.runtime.manifest import MANIFEST_FILENAME, ArtifactEntry, load_manifest
@@ -147,8 +151,7 @@ def verify(
     console.print(f"{len(checked)} artifact(s) verified in {directory}")
 
 
-def _rows(directory: Path) -> list[tuple[str, dict[str, Any]]]:
-    manifest = load_manifest(directory)
+def _rows(manifest: Any) -> list[tuple[str, dict[str, Any]]]:
     rows = [(a.name, a.metrics.headline) for a in manifest.artifacts]
     rows += [
         (f"{r.component}/{r.variant}", {"published": False, "refused_by": ", ".join(r.refused_by)})
@@ -157,31 +160,149 @@ def _rows(directory: Path) -> list[tuple[str, dict[str, Any]]]:
     return sorted(rows, key=lambda row: row[0])
 
 
+# Where and when an artifact's figures were timed. Not headline fields: metrics/headline is
+# what `dvc metrics show` prints, and it prints strings too (a CPU name and a timestamp would
+# widen every row of that screen). The manifest already carries each artifact's benchmark
+# figures whole (metrics.benchmark), measured_at among them, so show reads them from there.
+# The CPU is read from the figures too (``measured_on``): only the run that timed them can
+# say it; publish, which may run elsewhere on committed figures, cannot.
+
+
+def _measured(benchmark: dict[str, Any]) -> dict[str, str]:
+    """``measured_at`` (the date) and ``measured_on`` (the CPU) of one artifact's benchmark
+    figures, each only if they record it."""
+    found = {}
+    when = benchmark.get(MEASURED_AT)
+    # The date (the time of day tells a reader nothing); absent (older figures, an
+    # assembly's) or not a time: not on record.
+    with contextlib.suppress(TypeError, ValueError):
+        found[MEASURED_AT] = datetime.fromisoformat(when).date().isoformat()
+    cpu = benchmark.get(MEASURED_ON)
+    if isinstance(cpu, str) and cpu.strip():
+        found[MEASURED_ON] = cpu.strip()
+    return found
+
+
+def _names(names: list[str], every: list[str]) -> str:
+    """``names`` for a reader: ``component/*`` for every artifact of a component."""
+    components = sorted({name.partition("/")[0] for name in names})
+    parts = []
+    for component in components:
+        mine = [name for name in names if name.partition("/")[0] == component]
+        whole = len(mine) == sum(name.partition("/")[0] == component for name in every)
+        parts += [f"{component}/*"] if whole and len(mine) > 1 else mine
+    return escape(", ".join(parts))
+
+
+def measured_lines(measured: dict[str, dict[str, str]], here: str) -> list[str]:
+    """Under the tables: on which CPU and when each artifact's figures were measured (from
+    ``measured``: artifact -> what its figures record), and a plain warning when that is not
+    this machine (``here``: its CPU model) or cannot be told."""
+    if not any(measured.values()):
+        return ["where and when these figures were measured is not on record"]
+    every = list(measured)
+    dates = sorted({m[MEASURED_AT] for m in measured.values() if MEASURED_AT in m})
+    cpus = sorted({m[MEASURED_ON] for m in measured.values() if MEASURED_ON in m})
+    where = f"on {escape('; '.join(cpus))}" if cpus else "on a CPU not on record"
+    if not dates:
+        when = "; when is not on record"
+    elif len(dates) == 1:
+        when = f", {dates[0]}"
+    else:
+        when = f", between {dates[0]} and {dates[-1]}"
+    lines = [f"figures measured {where}{when}"]
+    nowhere = [name for name, m in measured.items() if MEASURED_ON not in m]
+    if nowhere and cpus:
+        lines.append(f"not on record: on which CPU {_names(nowhere, every)} were measured")
+    never = [name for name, m in measured.items() if MEASURED_AT not in m]
+    if never and dates:
+        lines.append(f"not on record: when {_names(never, every)} were measured")
+    here_name = escape(here) if here else "a CPU this omniforge cannot read"
+    elsewhere = [cpu for cpu in cpus if cpu != here]
+    if elsewhere:
+        lines.append(
+            f"[bold yellow]not this machine:[/bold yellow] measured on "
+            f"{escape('; '.join(elsewhere))}, this machine is {here_name}: its timings will differ"
+        )
+    elif nowhere or not here:
+        lines.append(
+            f"[yellow]maybe not this machine[/yellow] ({here_name}): figures with no CPU on "
+            "record may come from another one"
+        )
+    return lines
+
+
+def _figures_table(title: str, rows: list[tuple[str, dict[str, Any]]], keys: list[str]) -> Table:
+    table = Table(title=title)
+    # A name cut short names nothing: folded, never cut (the layout leaves it room to be whole).
+    table.add_column("artifact", overflow="fold")
+    for key in keys:
+        table.add_column(key.replace("_", "\n"), justify="right", no_wrap=True)
+    for name, figures in rows:
+        table.add_row(escape(name), *(escape(str(figures.get(key, "-"))) for key in keys))
+    return table
+
+
+def figure_tables(
+    screen: Console, title: str, rows: list[tuple[str, dict[str, Any]]], keys: list[str]
+) -> list[Table]:
+    """The headline as tables that fit ``screen``: the figure columns in order, as many per
+    table as fit beside the artifact column, which every table repeats. A part leaves out the
+    artifacts with none of its figures."""
+    from rich.measure import Measurement
+
+    unbounded = screen.options.update_width(1 << 16)
+
+    def width(part: list[str]) -> int:
+        return Measurement.get(screen, unbounded, _figures_table(title, rows, part)).maximum
+
+    parts: list[list[str]] = []
+    for key in keys:
+        if parts and width([*parts[-1], key]) <= screen.width:
+            parts[-1].append(key)
+        else:
+            parts.append([key])
+    if len(parts) <= 1:
+        return [_figures_table(title, rows, keys)]
+    tables = []
+    for number, part in enumerate(parts, 1):
+        shown = [(name, f) for name, f in rows if any(key in f for key in part)]
+        table = _figures_table(f"{title} ({number} of {len(parts)})", shown, part)
+        if len(shown) < len(rows):
+            table.caption = f"{len(rows) - len(shown)} artifacts have none of these figures"
+        tables.append(table)
+    return tables
+
+
 @command
 def show(
     directory: Annotated[Path, typer.Argument(help="a published set")] = PUBLISHED,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The headline figures of every published variant (and what was refused), one row each."""
+    """The headline figures of every published variant (and what was refused), one row each;
+    on which CPU and when they were measured."""
+    from omniforge.benchmark import reuse
     from omniforge.publish.headline import HEADLINE_KEYS
 
-    rows = _rows(_folder(directory))
+    manifest = load_manifest(_folder(directory))
+    rows = _rows(manifest)
+    measured = {a.name: _measured(a.metrics.benchmark) for a in manifest.artifacts}
     if as_json:
-        typer.echo(json.dumps(dict(rows), indent=2))
+        with_measured = {name: figures | measured.get(name, {}) for name, figures in rows}
+        typer.echo(json.dumps(with_measured, indent=2))
         return
-    table = Table(title=f"published in {directory}")
-    table.add_column("artifact", no_wrap=True)  # a name cut short names nothing
+    # This terminal's width (or COLUMNS; 80 when piped), not the inventory's 140 at least.
+    screen = Console()
     keys = [k for k in HEADLINE_KEYS if any(k in figures for _, figures in rows)]
-    for key in keys:
-        table.add_column(key.replace("_", " "), justify="right")
-    for name, figures in rows:
-        table.add_row(name, *(str(figures.get(key, "-")) for key in keys))
-    console.print(table)
+    for table in figure_tables(screen, f"published in {escape(str(directory))}", rows, keys):
+        screen.print(table)
+    for line in measured_lines(measured, reuse.machine()["cpu"]):
+        screen.print(line)
     summary = Path("metrics/publish.json")
     if directory == PUBLISHED and summary.is_file():
         fastest = read_json_object(summary).get("fastest")
         for job, name in (fastest if isinstance(fastest, dict) else {}).items():
-            console.print(f"fastest {job}: [bold]{name}[/bold]")
+            screen.print(f"fastest {escape(str(job))}: [bold]{escape(str(name))}[/bold]")
 
 
 def _published(manifest: Any, name: str) -> ArtifactEntry:

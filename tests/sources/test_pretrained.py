@@ -106,6 +106,15 @@ def test_audio_head_matches_the_towers_tail(omni: torch.nn.Module, checkpoint: P
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
+def test_audio_tower_matches_the_models_own(omni: torch.nn.Module, checkpoint: Path) -> None:
+    tower = PretrainedSource(checkpoint).audio_tower()
+    assert type(tower).__name__ == "Qwen2_5OmniAudioEncoder" and not tower.training
+    expected = audio_tower(omni).state_dict()
+    loaded = tower.state_dict()
+    assert loaded.keys() == expected.keys() and len(tower.layers) == 2
+    assert all(torch.equal(loaded[name], expected[name].float()) for name in expected)
+
+
 def test_token2wav_matches_the_models_own(omni: torch.nn.Module, checkpoint: Path) -> None:
     token2wav = PretrainedSource(checkpoint).token2wav()
     assert type(token2wav).__name__ == "Qwen2_5OmniToken2WavModel" and not token2wav.training

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint"
 MEASURED_AT = "measured_at"
+# The CPU model the figures were timed on: ``omniforge show`` says so beside them.
+MEASURED_ON = "measured_on"
 # The params a timing depends on: the model's dims, the timing plan and the decode settings,
 # and the seed of the benchmark's inputs.
 TIMING_PARAMS = ("model", "benchmark", "talker_kv")

@@ -37,7 +37,14 @@ from omniforge.benchmark.decode import (
 )
 from omniforge.benchmark.latency import bench_onnx, bench_torch, codec_rates
 from omniforge.benchmark.plots import plot_rows
-from omniforge.benchmark.reuse import FINGERPRINT, MEASURED_AT, context, fingerprint, kept
+from omniforge.benchmark.reuse import (
+    FINGERPRINT,
+    MEASURED_AT,
+    MEASURED_ON,
+    context,
+    fingerprint,
+    kept,
+)
 from omniforge.benchmark.timing import TimingPlan
 from omniforge.components import ArtifactKind, Component, get_component
 from omniforge.components.base import KV_CACHE
@@ -188,6 +195,7 @@ def benchmark_component(
         # Custody: publish checks that these are the bytes validate checked.
         figures["files"] = files[variant][0]
         figures[FINGERPRINT], figures[MEASURED_AT] = keys[variant], measured_at
+        figures[MEASURED_ON] = run_context["machine"]["cpu"]
         report[variant] = figures
     report["plot"] = plot_rows(report, cases, component.length_name)
     report["plot_x"] = component.length_name

@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omniforge.benchmark.reuse import MEASURED_AT, MEASURED_ON, machine
 from omniforge.benchmark.timing import peak_rss_mb
 from omniforge.runtime.token2wav import default_voice
 
@@ -231,6 +233,8 @@ def benchmark_token2wav(
             figures["synthesis_speedup_vs_torch"] = default["speedup_vs_torch"]
         figures["size"] = graphs_bytes(graphs)
         figures["files"] = records_as_dicts(graph_files(graphs))
+        figures[MEASURED_AT] = datetime.now(UTC).isoformat(timespec="seconds")
+        figures[MEASURED_ON] = machine()["cpu"]
         report[variant] = figures
     for timing in torch_report.get("settings", {}).values():
         timing["offline_real_time_factor"] = timing["offline_s"] / report[FP32]["audio_s"]

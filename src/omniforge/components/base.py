@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 DynamicAxes = dict[int, str]
 # The thinker's hidden space: what the projection writes and the talker reads.
 THINKER_HIDDEN = "thinker_hidden"
+# The audio encoder's states: what the projection pools and projects.
+AUDIO_STATES = "audio_states"
 Inputs = dict[str, np.ndarray]
 KV_CACHE = "kv-cache"
 

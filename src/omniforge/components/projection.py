@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from omniforge.components.base import (
+    AUDIO_STATES,
     THINKER_HIDDEN,
     Component,
     DynamicAxes,
@@ -22,6 +23,7 @@ class Projection(Component):
     name = "projection"
     graph_kind = "full-sequence"
     length_name = "frames"
+    consumes: ClassVar[dict[str, str]] = {"audio_features": AUDIO_STATES}
     produces: ClassVar[dict[str, str]] = {"audio_embeds": THINKER_HIDDEN}
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:

@@ -18,6 +18,9 @@ class Refusal:
 THRESHOLDS: tuple[tuple[str, str, str, bool], ...] = (
     ("min_cosine", "cosine", "parity", True),
     ("max_abs_error", "max_abs_error", "parity", False),
+    # The audio encoder as a user runs it (host chunking), against transformers' encoder.
+    ("min_cosine", "chunked_cosine", "parity", True),
+    ("max_abs_error", "chunked_max_abs_error", "parity", False),
     ("min_top1_agreement", "top1_agreement", "parity", True),
     ("min_forced_cosine", "generation_forced_min_cosine", "parity", True),
     ("min_forced_top1_agreement", "generation_forced_top1_agreement", "parity", True),

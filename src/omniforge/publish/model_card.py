@@ -24,6 +24,9 @@ WHAT = {
     "talker_fused": "the Qwen2.5-Omni talker with its KV cache, written as onnxruntime's fused "
     "CPU ops (GroupQueryAttention with a shared past/present buffer, RotaryEmbedding, "
     "SkipSimplifiedLayerNormalization, packed q/k/v and gate/up matmuls)",
+    "audio_encoder": "the Qwen2.5-Omni audio encoder (convs, sinusoidal positions, encoder "
+    "layers) over a padded batch of 2 s chunks of Whisper log-mel features, each attending to "
+    "itself: the host cuts utterances into chunks and gathers the states the projection reads",
     "projection": "the Qwen2.5-Omni audio projection (ln_post, stride-2 average pooling, proj): "
     "audio-encoder states in, thinker-space embeddings out",
     "token2wav": "the Qwen2.5-Omni Token2Wav, codec ids to 24 kHz speech, as three graphs: "
@@ -115,6 +118,12 @@ def model_card(entry: dict[str, Any], headline: dict[str, Any], params: dict[str
             "from omniforge.runtime import load_token2wav\n\n"
             f'token2wav = load_token2wav("{variant}", variant=None, threads=2)  # this folder\n'
             "waveform = token2wav.synthesize(codes[None], speaker=None)  # 24 kHz, default voice\n"
+        )
+    elif entry["graph_kind"] == "audio-encoder":
+        loader = (
+            "from omniforge.runtime import load_audio_encoder, log_mel_features\n\n"
+            f'encoder = load_audio_encoder("{variant}", threads=2)  # this folder, verified\n'
+            "states = encoder.encode([log_mel_features(waveform_16khz)])[0]  # projection input\n"
         )
     elif entry["graph_kind"] == "kv-cache":
         loader = (

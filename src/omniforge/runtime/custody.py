@@ -37,6 +37,7 @@ from omniforge.artifacts import (
     process_alive,
 )
 from omniforge.errors import ArtifactError, CustodyError, WorkspaceError
+from omniforge.runtime.audio_encoder import ENCODER_FILENAME, AudioEncoder, EncoderLimits
 from omniforge.runtime.manifest import (
     MANIFEST_FILENAME,
     ArtifactEntry,
@@ -348,6 +349,20 @@ def load_talker(
     return OnnxTalker(sessions[DECODE], prefill=sessions[PREFILL], **options)
 
 
+def load_audio_encoder(
+    path: Path, variant: str | None = None, threads: int | None = None
+) -> AudioEncoder:
+    """The audio encoder from a published set (name ``variant``) or one artifact's folder:
+    its graph run from the hashed bytes, its chunking read from the bytes hashed."""
+    located = find(path, AUDIO_ENCODER if variant is not None else None, variant)
+    _roles(located, {MODEL})
+    limits = EncoderLimits.from_bytes(
+        read_verified(located, ENCODER_FILENAME), str(located.directory / ENCODER_FILENAME)
+    )
+    return AudioEncoder(_sessions(located, threads)[MODEL], limits)
+
+
+AUDIO_ENCODER = "audio_encoder"
 TOKEN2WAV = "token2wav"
 TOKEN2WAV_ROLES = {"conditioning", "dit", "vocoder"}
 

@@ -1,4 +1,4 @@
-"""What every model source provides: configs, the talker, the audio head, a record of itself."""
+"""What every model source provides: configs, the talker, the audio tower, Token2Wav, a record."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         Qwen2_5OmniToken2WavConfig,
         Qwen2_5OmniToken2WavModel,
     )
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
 
     from omniforge.runtime.speakers import SpeakerFile
     from omniforge.sources.audio_head import AudioHead
@@ -35,6 +36,8 @@ class ModelSource(Protocol):
     def talker(self) -> Qwen2_5OmniTalkerForConditionalGeneration: ...
 
     def audio_head(self) -> AudioHead: ...
+
+    def audio_tower(self) -> Qwen2_5OmniAudioEncoder: ...
 
     def token2wav(self) -> Qwen2_5OmniToken2WavModel: ...
 

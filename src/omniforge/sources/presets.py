@@ -34,17 +34,18 @@ class PresetDims:
     audio_mel_bins: int = 128
     audio_heads: int = 20
     audio_ffn: int = 5120
+    audio_layers: int = 32
 
 
 PRESETS: dict[str, PresetDims] = {
     # Every interface dim of the 7B model, depth cut to 2 so `dvc repro` takes minutes on 2 cores.
-    "lite": PresetDims(3584, 896, 2, 12, 4, 128, 18944, (16, 24, 24), 1280),
+    "lite": PresetDims(3584, 896, 2, 12, 4, 128, 18944, (16, 24, 24), 1280, audio_layers=2),
     "qwen2.5-omni-7b": PresetDims(3584, 896, 24, 12, 4, 128, 18944, (16, 24, 24), 1280),
     # The 3B talker body dims are not confirmed; they are taken equal to the 7B's.
     "qwen2.5-omni-3b": PresetDims(2048, 896, 24, 12, 4, 128, 18944, (16, 24, 24), 1280),
     # For tests: small everywhere, but the real codec vocabulary and control ids.
     "tiny": PresetDims(
-        64, 32, 2, 4, 2, 8, 64, (2, 1, 1), 32, audio_mel_bins=16, audio_heads=4, audio_ffn=64
+        64, 32, 2, 4, 2, 8, 64, (2, 1, 1), 32, audio_heads=4, audio_ffn=64, audio_layers=2
     ),
 }
 
@@ -93,8 +94,7 @@ def audio_config_kwargs(dims: PresetDims) -> dict[str, Any]:
         "num_mel_bins": dims.audio_mel_bins,
         "encoder_attention_heads": dims.audio_heads,
         "encoder_ffn_dim": dims.audio_ffn,
-        # The projection needs only ln_post/avg_pooler/proj: the encoder layers are not built.
-        "encoder_layers": 0,
+        "encoder_layers": dims.audio_layers,
     }
 
 

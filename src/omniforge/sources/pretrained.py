@@ -1,8 +1,8 @@
-"""A local Qwen2.5-Omni checkpoint as a model source: the talker and the audio head, nothing else.
+"""A local Qwen2.5-Omni checkpoint as a model source: talker, audio tower, Token2Wav, nothing else.
 
 A Qwen2.5-Omni checkpoint is tens of GB of safetensors shards, almost all of it the thinker.
 :class:`PretrainedSource` reads ``config.json``, then only the tensors a component needs
-(``talker.*``; ``thinker.audio_tower.{ln_post,proj}.*``) from the shards the index names,
+(``talker.*``, ``thinker.audio_tower.*``, ``token2wav.*``) from the shards the index names,
 memory-mapped, into modules whose parameters were never allocated before. The thinker and
 the whole model are never built, so peak memory is about the fp32 size of what is exported.
 
@@ -39,6 +39,7 @@ from omniforge.sources.token2wav import CODEC_EMBED_KEYS, Token2WavMetadata, fro
 
 if TYPE_CHECKING:
     from transformers import Qwen2_5OmniTalkerForConditionalGeneration, Qwen2_5OmniToken2WavModel
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
 
     from omniforge.params import ModelParams
     from omniforge.runtime.speakers import SpeakerFile
@@ -138,6 +139,19 @@ class PretrainedSource:
         load_into(head, tensors, AUDIO_TOWER_PREFIX)
         return frozen_fp32(head)
 
+    def audio_tower(self) -> Qwen2_5OmniAudioEncoder:
+        """The whole tower, from its ``thinker.audio_tower.*`` tensors only."""
+        from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+            Qwen2_5OmniAudioEncoder,
+        )
+
+        with parameters_on_meta():
+            tower = Qwen2_5OmniAudioEncoder(self.configs.audio)
+        expected = expected_shapes(tower, AUDIO_TOWER_PREFIX)
+        self._reject_unexpected(tower, AUDIO_TOWER_PREFIX, expected, "audio encoder")
+        load_into(tower, read_tensors(self.index, expected, "audio encoder"), AUDIO_TOWER_PREFIX)
+        return frozen_fp32(tower)
+
     def token2wav(self) -> Qwen2_5OmniToken2WavModel:
         from transformers import Qwen2_5OmniToken2WavModel
 
@@ -191,10 +205,11 @@ class PretrainedSource:
 
     def needed_tensors(self) -> list[str]:
         """Every tensor the components read (by name, as the index holds them)."""
-        names = self.index.names(TALKER_PREFIX) + self.index.names(TOKEN2WAV_PREFIX)
-        for module in AUDIO_HEAD_MODULES:
-            names += self.index.names(f"{AUDIO_TOWER_PREFIX}{module}.")
-        return names
+        return [
+            *self.index.names(TALKER_PREFIX),
+            *self.index.names(TOKEN2WAV_PREFIX),
+            *self.index.names(AUDIO_TOWER_PREFIX),
+        ]
 
     def files_read(self) -> list[Path]:
         """config.json, the index and the shards that hold a needed tensor."""

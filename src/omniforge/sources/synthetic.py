@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from omniforge.sources.token2wav import Token2WavMetadata, from_config
 
 if TYPE_CHECKING:
     from transformers import Qwen2_5OmniTalkerForConditionalGeneration, Qwen2_5OmniToken2WavModel
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
 
     from omniforge.runtime.speakers import SpeakerFile
 
@@ -39,12 +41,17 @@ BIAS_STD = 0.1
 # as GPT-2 and Megatron initialise them, 24 synthetic layers keep the int4 logits cosine of two
 # (0.99 in a torch fake-quant probe; 0.93 unscaled, where the gates refused every int4 variant).
 RESIDUAL_OUTPUT_WEIGHTS = ("o_proj.weight", "down_proj.weight")
+ENCODER_RESIDUAL_OUTPUTS = ("out_proj.weight", "fc2.weight")
 
 
-def init_like_a_checkpoint(module: nn.Module, layers: int = 0) -> None:
+def init_like_a_checkpoint(
+    module: nn.Module,
+    layers: int = 0,
+    residual_outputs: tuple[str, ...] = RESIDUAL_OUTPUT_WEIGHTS,
+) -> None:
     """Norm scales, biases and residual outputs drawn like a trained checkpoint's.
 
-    Every 1-D ``weight`` is a norm scale here (the talker and audio head have no other); every
+    Every 1-D ``weight`` is a norm scale here (the talker and audio tower have no other); every
     ``bias`` gets a spread around zero, from the current torch seed. With ``layers``, the
     residual output projections are scaled down by depth. Other matrices keep transformers'
     initialisation.
@@ -56,7 +63,7 @@ def init_like_a_checkpoint(module: nn.Module, layers: int = 0) -> None:
                 parameter.normal_(0.0, BIAS_STD)
             elif name.endswith("weight") and parameter.ndim == 1:
                 parameter.normal_(NORM_SCALE_MEAN, NORM_SCALE_STD)
-            elif name.endswith(RESIDUAL_OUTPUT_WEIGHTS):
+            elif name.endswith(residual_outputs):
                 parameter.mul_(residual_scale)
 
 
@@ -101,6 +108,16 @@ def init_token2wav_like_a_checkpoint(model: nn.Module) -> None:
         vocoder.conv_post.weight.mul_(WAVEFORM_STD / captured["waveform"].std())
 
 
+@dataclass(frozen=True)
+class _HeadTower:
+    """A tower built without its encoder layers, for its tail."""
+
+    tower: Qwen2_5OmniAudioEncoder
+
+    def head(self) -> AudioHead:
+        return AudioHead(self.tower.ln_post, self.tower.avg_pooler, self.tower.proj)
+
+
 @dataclass
 class SyntheticSource:
     """The real architecture at a preset's dims, weights drawn from a fixed seed."""
@@ -136,17 +153,39 @@ class SyntheticSource:
         return frozen_fp32(model)
 
     def audio_head(self) -> AudioHead:
+        log.info("building synthetic audio head (preset %s, seed %d)", self.preset, self.seed)
+        return frozen_fp32(self._head_tower().head())
+
+    def audio_tower(self) -> Qwen2_5OmniAudioEncoder:
         from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
             Qwen2_5OmniAudioEncoder,
         )
 
-        log.info("building synthetic audio head (preset %s, seed %d)", self.preset, self.seed)
+        log.info("building synthetic audio encoder (preset %s, seed %d)", self.preset, self.seed)
+        layers = self.configs.audio.encoder_layers
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1000 + 4)
+            tower = Qwen2_5OmniAudioEncoder(self.configs.audio)
+            init_like_a_checkpoint(tower, layers=layers, residual_outputs=ENCODER_RESIDUAL_OUTPUTS)
+        # The tail is audio_head()'s, drawn from its own seed: the projection's bytes do not
+        # depend on the encoder's depth, and the encoder and projection are one tower.
+        head = self._head_tower().head()
+        tower.ln_post, tower.proj = head.ln_post, head.proj
+        return frozen_fp32(tower)
+
+    def _head_tower(self) -> _HeadTower:
+        from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+            Qwen2_5OmniAudioEncoder,
+        )
+
+        config = copy.deepcopy(self.configs.audio)
+        config.encoder_layers = 0  # only the tail is needed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + 2)
-            tower = Qwen2_5OmniAudioEncoder(self.configs.audio)
-            head = AudioHead(tower.ln_post, tower.avg_pooler, tower.proj)
-            init_like_a_checkpoint(head)
-        return frozen_fp32(head)
+            tower = Qwen2_5OmniAudioEncoder(config)
+            head = _HeadTower(tower)
+            init_like_a_checkpoint(head.head())
+        return head
 
     def token2wav(self) -> Qwen2_5OmniToken2WavModel:
         from transformers import Qwen2_5OmniToken2WavModel

@@ -1,7 +1,8 @@
 """The validate stage: the shape contract, parity of every variant, and per graph kind more.
 
 Every component gets the contract and output parity against PyTorch; a ``kv-cache`` graph
-also gets generation parity (:mod:`omniforge.validate.generation`), and a ``token2wav``
+also gets generation parity (:mod:`omniforge.validate.generation`), the audio encoder its
+chunked path against transformers' encoder (:mod:`omniforge.validate.encoder`), and a ``token2wav``
 assembly whole-synthesis checks (:mod:`omniforge.validate.synthesis`). Every artifact, of
 one graph or several, is checked as the set of graphs (by role) it is published as. Adding a
 check for a graph kind is an entry in :data:`CHECKS_BY_GRAPH_KIND`.
@@ -21,6 +22,7 @@ from omniforge.sources import open_source
 from omniforge.sources.base import ModelSource
 from omniforge.sources.token2wav import Token2WavMetadata, resolve_metadata
 from omniforge.validate.contract import check_contract, links_between
+from omniforge.validate.encoder import EncoderCheck
 from omniforge.validate.generation import GenerationCheck
 from omniforge.validate.parity import ParityCheck
 from omniforge.validate.synthesis import SynthesisCheck
@@ -49,8 +51,13 @@ def _synthesis(_: Any, source: ModelSource, params: Params, t2w: Token2WavMetada
     return SynthesisCheck(source, params.token2wav, t2w, params.validate_.seed)
 
 
+def _chunked(_: Any, source: ModelSource, params: Params, __: Token2WavMetadata) -> VariantCheck:
+    return EncoderCheck(source, params.validate_.seed)
+
+
 CHECKS_BY_GRAPH_KIND: dict[str, list[CheckFactory]] = {
     "full-sequence": [_parity],
+    "audio-encoder": [_parity, _chunked],
     "kv-cache": [_parity, _generation],
     "token2wav": [_synthesis],
 }
@@ -59,6 +66,7 @@ CHECKS_BY_GRAPH_KIND: dict[str, list[CheckFactory]] = {
 # The figures a progress line shows; the rest go to metrics/validate.json.
 BRIEF = (
     "cosine",
+    "chunked_cosine",
     "top1_agreement",
     "max_abs_error",
     "generation_first_divergence_step",

@@ -145,3 +145,36 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def chain_published(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every link of the chain exported from the tiny checkpoint and published, fp32."""
+    from omniforge.artifacts import graph_files, graphs_bytes
+    from omniforge.components import get_assembly
+    from omniforge.params import Gate, Params
+    from omniforge.publish import Candidate, publish
+    from omniforge.sources.pretrained import PretrainedSource
+
+    source = PretrainedSource(checkpoint)
+    root = tmp_path_factory.mktemp("chain")
+    for name in ("audio_encoder", "projection", "talker_kv", *TOKEN2WAV_COMPONENTS):
+        target = variant_dir(root / "variants", name, FP32)
+        export_component(get_component(name), source, target, ExportParams())
+    kinds = [get_component(n) for n in ("audio_encoder", "projection", "talker_kv")]
+    candidates = []
+    for kind in (*kinds, get_assembly("token2wav")):
+        graphs = kind.graph_dirs(FP32, Params(), root / "variants")
+        candidates.append(
+            Candidate(
+                component=kind.name,
+                variant=FP32,
+                graphs=graphs,
+                graph_kind=kind.graph_kind,
+                parity={},
+                benchmark={"size": graphs_bytes(graphs)},
+                files=graph_files(graphs),
+            )
+        )
+    publish(candidates, {FP32: Gate()}, root / "published", {}, {})
+    return root / "published"

@@ -70,7 +70,7 @@ def tiny_omni_config_dict(text_vocab: int = 512, text_intermediate: int = 96) ->
                 "encoder_layers": 2,
                 "encoder_attention_heads": 4,
                 "encoder_ffn_dim": 64,
-                "num_mel_bins": 16,
+                "num_mel_bins": 128,  # Whisper features: what the runtime computes
                 "output_dim": THINKER_HIDDEN,
                 "max_source_positions": 64,
                 "n_window": 8,

@@ -6,6 +6,7 @@ omniforge show [DIR]          the headline figures of the published variants, wh
                               they were measured
 omniforge compare A B         two published variants side by side, with ratios
 omniforge synthesize C OUT    codes to a 24 kHz WAV through a published Token2Wav, timed
+omniforge chain IN OUT        speech in, speech out through the published links, timed per link
 omniforge release             declare, version-tag and push the published artifacts
 omniforge clean               remove temporaries left by killed runs
 """
@@ -394,6 +395,82 @@ def synthesize(
         f"synthesis {spoken.seconds:.2f} s: real-time factor {spoken.real_time_factor:.2f}, "
         f"first audio {spoken.first_audio_seconds:.2f} s after the first code"
     )
+
+
+@command
+def chain(
+    wav: Annotated[Path, typer.Argument(help="the question: a mono WAV (resampled to 16 kHz)")],
+    out: Annotated[Path, typer.Argument(help="the reply to write (24 kHz mono WAV)")],
+    artifact: Annotated[Path, typer.Option(help="the published set")] = PUBLISHED,
+    encoder: Annotated[str | None, typer.Option(help="audio_encoder/<variant>")] = None,
+    projection: Annotated[str | None, typer.Option(help="projection/<variant>")] = None,
+    talker: Annotated[
+        str | None, typer.Option(help="a KV talker, e.g. talker_fused/hybrid")
+    ] = None,
+    token2wav: Annotated[str | None, typer.Option(help="token2wav/<variant>")] = None,
+    speaker: Annotated[str | None, typer.Option(help="a voice of the Token2Wav")] = None,
+    max_codes: Annotated[
+        int | None, typer.Option(help="cap on the reply's codes (default: as long as the input)")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="ODE time points (DiT runs: 4 per interval)")] = 10,
+    guidance: Annotated[float, typer.Option(help="classifier-free guidance; 0: none")] = 0.5,
+    seed: Annotated[int, typer.Option(help="seed of Token2Wav's noise")] = 0,
+    max_seconds: Annotated[float, typer.Option(help="the longest input taken")] = 30.0,
+    pcm16: Annotated[bool, typer.Option("--pcm16", help="16-bit PCM, not 32-bit float")] = False,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads")] = None,
+) -> None:
+    """Speech in, speech out through published, verified links (no LLM: the question's
+    projected states feed the talker): write the reply and print where the time went."""
+    from omniforge.runtime.token2wav import SAMPLE_RATE, SynthesisConfig
+    from omniforge.runtime.voice import VoicePipeline
+    from omniforge.runtime.wav import read_voice_input, write_wav
+
+    names = {"encoder": encoder, "projection": projection, "talker": talker}
+    names = {link: name for link, name in {**names, "token2wav": token2wav}.items() if name}
+    waveform = read_voice_input(wav, max_seconds=max_seconds)
+    try:
+        synthesis = SynthesisConfig(num_steps=steps, guidance_scale=guidance, seed=seed)
+        pipeline = VoicePipeline.load(_folder(artifact), names, threads)
+        reply = pipeline.reply(waveform, speaker=speaker, max_codes=max_codes, synthesis=synthesis)
+    except ValueError as err:  # a bad setting, name or speaker, named by the runtime
+        raise OmniforgeError(str(err)) from None
+    if not reply.chunks:
+        raise OmniforgeError("the talker stopped before its first code: no audio to write")
+    write_wav(out, reply.waveform, SAMPLE_RATE, pcm16)
+    console.print(chain_table(pipeline.names, reply, waveform.size / 16_000))
+    console.print(
+        f"wrote {escape(str(out))}: {reply.audio_seconds:.2f} s at {SAMPLE_RATE} Hz, "
+        f"{reply.codes.size} codes, {len(reply.chunks)} chunks"
+    )
+
+
+def chain_table(names: dict[str, str], reply: Any, input_seconds: float) -> Table:
+    """One turn's time, link by link: what the voice team's latency table holds."""
+    times = reply.times
+    chunk_ms = sorted(times.token2wav_chunk_ms)
+    table = Table(title=f"one turn: {input_seconds:.2f} s in, {reply.audio_seconds:.2f} s out")
+    table.add_column("link", no_wrap=True)
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("ms", justify="right")
+    table.add_column("what", overflow="fold")
+    rows = [
+        ("features", "numpy", times.features_ms, "Whisper log-mel of the input"),
+        ("encoder", names.get("encoder", "-"), times.encoder_ms, "every 2 s chunk"),
+        ("projection", names.get("projection", "-"), times.projection_ms, "once"),
+        ("talker", names.get("talker", "-"), times.talker_first_code_ms, "prompt to first code"),
+        ("talker", "", times.talker_per_code_ms, "per code after it (median)"),
+        (
+            "token2wav",
+            names.get("token2wav", "-"),
+            chunk_ms[len(chunk_ms) // 2] if chunk_ms else 0.0,
+            f"per chunk (median of {len(chunk_ms)})",
+        ),
+        ("first audio", "", times.first_audio_ms, "from the end of the input"),
+        ("total", "", times.total_ms, f"real-time factor {reply.real_time_factor:.2f}"),
+    ]
+    for link, name, ms, what in rows:
+        table.add_row(link, escape(name), f"{ms:,.1f}", what)
+    return table
 
 
 @command

@@ -124,6 +124,16 @@ class Token2WavParams(Section):
         return settings
 
 
+class ChainParams(Section):
+    """The chain benchmark: one spoken question through PyTorch eager and each chain set."""
+
+    question: str = "data/question.wav"  # a WAV made offline (data/README.md), never fetched
+    setting: str = DEFAULT_SETTING  # the token2wav setting every contender synthesises with
+    # Codes of the reply; None: as long as the question (2 codes per projected state).
+    max_codes: int | None = Field(default=None, ge=1)
+    repeats: int = Field(default=3, ge=1)  # timed turns per contender, after a warm-up
+
+
 class ExportParams(Section):
     opset: int = Field(default=20, ge=MIN_OPSET, le=MAX_OPSET)
     # Example sizes used for tracing. Sizes 0 and 1 get specialised by torch.export,
@@ -377,6 +387,7 @@ class Params(Section):
     benchmark: BenchmarkParams = BenchmarkParams()
     publish: PublishParams = PublishParams()
     talker_kv: TalkerKVParams = TalkerKVParams()
+    chain: ChainParams = ChainParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -399,6 +410,15 @@ class Params(Section):
         if self.talker_kv.speedup_reference == FP32:
             # It is loaded beside every fused variant: a second full-size fp32 talker.
             raise ValueError("talker_kv.speedup_reference: fp32 is too large to time beside")
+        return self
+
+    @model_validator(mode="after")
+    def _chain_setting_exists(self) -> Params:
+        if self.chain.setting not in self.token2wav.settings:
+            raise ValueError(
+                f"chain.setting: '{self.chain.setting}' is not a token2wav setting "
+                f"({sorted(self.token2wav.settings)})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""The PyTorch reference: the transformers talker with its own cache, through the same loop.
+"""The PyTorch reference: the transformers talker with its own cache, through the same loop,
+and the voice chain (encoder, talker, Token2Wav) as transformers' modules run it.
 
 validate compares every graph against these; they match transformers' own
 ``talker.generate`` (a test shows it).
@@ -78,3 +79,43 @@ def torch_score_codes(
     vocab = talker.config.vocab_size
     step = torch_stepper(talker)
     return teacher_forced_logits(step, prompt, reply, codes, vocab, prompt_positions)
+
+
+def torch_reply(
+    tower: nn.Module,
+    talker: nn.Module,
+    token2wav: nn.Module,
+    features: np.ndarray,
+    voice: Any,
+    config: GenerationConfig,
+    synthesis: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The voice team's chain in PyTorch: Whisper features [mel_bins, frames] through
+    transformers' audio encoder (projection included), its states as the talker's prompt and
+    reply, greedy codes, then transformers' Token2Wav with ``voice`` (a runtime Speaker).
+
+    Returns the codes [N] (stop id left out), the waveform, and the noise Token2Wav drew
+    (torch.randn from ``synthesis.seed``), so a runtime can synthesise from the same noise.
+    """
+    with torch.inference_mode():
+        embeds = tower(
+            input_features=torch.from_numpy(features),
+            feature_lens=torch.tensor([features.shape[1]]),
+        ).last_hidden_state
+    states = embeds.float().numpy()[None]
+    result = torch_generate_codes(talker, states, states, config)
+    codes = result.codes[:, : int(result.lengths[0])]
+    torch.manual_seed(synthesis.seed)
+    noise = torch.randn([1, 2 * codes.shape[1], voice.reference_mel.shape[1]]).numpy()
+    # Token2Wav's sample() draws its noise with torch.randn first: the same seed, that noise.
+    torch.manual_seed(synthesis.seed)
+    with torch.inference_mode():
+        waveform = token2wav(
+            torch.from_numpy(codes),
+            torch.from_numpy(voice.cond)[None],
+            torch.from_numpy(voice.reference_mel)[None],
+            num_steps=synthesis.num_steps,
+            guidance_scale=synthesis.guidance_scale,
+            sway_coefficient=synthesis.sway_coefficient,
+        )
+    return codes[0], waveform.float().numpy().reshape(-1), noise

@@ -93,7 +93,7 @@ def test_exported_encoder_equals_transformers_on_utterances_of_many_chunks(
 def test_encoder_of_a_checkpoint_is_its_tower(
     omni: torch.nn.Module, checkpoint: Path, tmp_path: Path
 ) -> None:
-    """The checkpoint's own tower (8-frame windows, 16 mel bins) through an exported graph."""
+    """The checkpoint's own tower (16-frame chunks) through an exported graph."""
     from omniforge.components import get_component
     from omniforge.params import ExportParams
     from omniforge.passes.export import export_component
@@ -101,8 +101,8 @@ def test_encoder_of_a_checkpoint_is_its_tower(
     source = PretrainedSource(checkpoint)
     exported = export_component(get_component("audio_encoder"), source, tmp_path, ExportParams())
     limits = EncoderLimits.from_bytes((exported / ENCODER_FILENAME).read_bytes(), "limits")
-    assert limits == EncoderLimits(mel_bins=16, chunk_frames=16)
-    utterances = [features(n, seed=n, bins=16) for n in (41, 16, 5)]
+    assert limits == EncoderLimits(mel_bins=128, chunk_frames=16)
+    utterances = [features(n, seed=n, bins=128) for n in (41, 16, 5)]
     states = AudioEncoder(open_unverified_session(exported), limits).encode(utterances)
     expected = transformers_states(audio_tower(omni).float(), utterances)
     for got, want in zip(states, expected, strict=True):

@@ -326,8 +326,13 @@ def decode_loop(
     return_logits: bool,
     forced: np.ndarray | None = None,
     prompt_positions: Any = None,
+    on_codes: Callable[[np.ndarray], None] | None = None,
 ) -> GenerationResult:
-    """Prefill, then one call per code. With ``forced`` codes, feed those (teacher forcing)."""
+    """Prefill, then one call per code. With ``forced`` codes, feed those (teacher forcing).
+
+    ``on_codes`` is handed each step's codes [batch] as soon as they are chosen (a stream
+    starts speaking while the talker goes on).
+    """
     config.check_vocab(vocab)
     batch, length, _ = prompt.shape
     positions, next_position = prompt_positions_or_default(prompt_positions, batch, length, start)
@@ -349,6 +354,8 @@ def decode_loop(
         chosen = np.where(finished, config.pad_id, chosen)
         processor.record(chosen)
         codes.append(chosen)
+        if on_codes is not None:
+            on_codes(chosen)
         finished |= np.isin(chosen, stop_ids)
         if t == steps - 1 or (forced is None and finished.all()):
             break

@@ -21,7 +21,7 @@ Importing this module needs numpy and onnxruntime only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,11 +343,13 @@ class OnnxTalker:
         return_logits: bool = False,
         past: KVCache | Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         prompt_positions: np.ndarray | None = None,
+        on_codes: Callable[[np.ndarray], None] | None = None,
     ) -> GenerationResult:
         """Generate codec ids. ``past``: a cache the prompt continues (positions follow it).
 
         ``prompt_positions``: the prompt's mrope rows [3, batch, T] when they differ (the
         thinker saw images or video); the codes then continue after the largest position.
+        ``on_codes``: called with each step's codes [batch] as they are chosen.
         """
         config = config or GenerationConfig()
         prompt, reply, cache = self._prepare(
@@ -362,6 +364,7 @@ class OnnxTalker:
             self.vocab,
             return_logits,
             prompt_positions=prompt_positions,
+            on_codes=on_codes,
         )
 
     def score(

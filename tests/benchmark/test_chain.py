@@ -1,0 +1,50 @@
+"""The chain benchmark on the tiny checkpoint: PyTorch eager and the published sets, side by
+side, and the timeline of the time to first audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omniforge.benchmark.chain import benchmark_chain, first_divergence, render_timeline
+from omniforge.params import Params
+
+QUESTION = Path(__file__).parents[2] / "data" / "question.wav"
+
+
+def test_first_divergence_counts_lengths_too() -> None:
+    assert first_divergence(np.array([1, 2, 3]), np.array([1, 2, 3])) == -1
+    assert first_divergence(np.array([1, 2, 3]), np.array([1, 5, 3])) == 1
+    assert first_divergence(np.array([1, 2, 3]), np.array([1, 2])) == 2
+
+
+def test_the_chain_is_timed_beside_pytorch(
+    chain_published: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    params = Params.model_validate(
+        {
+            "model": {"source": "pretrained", "path": str(checkpoint), "dvc_dep": str(checkpoint)},
+            "benchmark": {"threads": 1},
+            "chain": {"setting": "fast", "max_codes": 30, "repeats": 1},
+        }
+    )
+    report = benchmark_chain(params, chain_published, QUESTION)
+    waveforms = report.pop("waveforms")
+    assert set(waveforms) == {"torch", "fp32", "fastest"}
+    torch_row, fp32 = report["torch"], report["fp32"]
+    assert torch_row["codes"] == fp32["codes"] == 30
+    # The same codes from PyTorch's noise: streamed audio close to transformers' offline.
+    assert fp32["first_divergence_from_torch"] == -1
+    assert np.isfinite(fp32["snr_db_vs_torch"])
+    for row in (torch_row, fp32):
+        assert 0 < row["first_audio_ms"] <= row["total_ms"]
+        assert row["peak_rss_mb"] > 0
+    assert fp32["first_audio_speedup_vs_torch"] == pytest.approx(
+        torch_row["first_audio_ms"] / fp32["first_audio_ms"]
+    )
+    assert report["projected_ms"]["first_audio"] == 120
+    timeline = tmp_path / "timeline.png"
+    render_timeline(timeline, report)
+    assert timeline.read_bytes()[:4] == b"\x89PNG"

@@ -97,7 +97,8 @@ def inventory(
 ) -> None:
     """Every ONNX model under DIRECTORY with its true size (graph + external data), the
     data files it needs and whether they are there and whole, its inputs and outputs, and
-    which link of the voice pipeline it can fill (projection → talker → Token2Wav)."""
+    which link of the voice chain it can fill (audio encoder → projection → talker → Token2Wav
+    conditioning, DiT, vocoder), told by its shapes, never its I/O names."""
     from omniforge.inventory import inventory as take_inventory
 
     reports = take_inventory(_folder(directory), token2wav_num_embeds)

@@ -60,7 +60,7 @@ def test_validate_shapes_must_differ_in_every_dynamic_axis() -> None:
 
 
 def test_every_component_needs_benchmark_lengths() -> None:
-    lengths = {"talker": [8], "projection": [8]}
+    lengths = {"audio_encoder": [8], "talker": [8], "projection": [8]}
     with pytest.raises(
         ParamsError, match="benchmark.lengths has no entry for component 'talker_kv'"
     ):
@@ -190,3 +190,8 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_the_chain_setting_must_be_a_token2wav_setting() -> None:
+    with pytest.raises(ParamsError, match="chain.setting: 'slow' is not a token2wav setting"):
+        parse_params({"chain": {"setting": "slow"}})

@@ -240,6 +240,7 @@ class ValidateParams(Section):
         "talker_kv": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
         # A prompt of length, then a decode step after it.
         "talker_fused": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
+        "audio_encoder": [Shape(batch=2, length=200), Shape(batch=3, length=77)],
         "projection": [Shape(batch=2, length=64), Shape(batch=3, length=31)],
         "token2wav_conditioning": [Shape(batch=2, length=13), Shape(batch=3, length=30)],
         "token2wav_dit": [Shape(batch=2, length=37), Shape(batch=4, length=80)],
@@ -270,6 +271,7 @@ class BenchmarkParams(Section):
         "talker": [16, 64, 256],
         "talker_kv": [64, 256, 1024],  # cache lengths of one decode step
         "talker_fused": [64, 256, 1024],
+        "audio_encoder": [100, 200],
         "projection": [100, 500, 1500],
         "token2wav_conditioning": [50, 250],  # codes (1 s, 5 s of audio)
         "token2wav_dit": [48, 100],  # mel frames of one evaluation (a chunk, 1 s)
@@ -365,10 +367,11 @@ class PublishParams(Section):
 class Params(Section):
     components: list[str] = Field(
         default=[
+            "audio_encoder",
+            "projection",
             "talker",
             "talker_kv",
             "talker_fused",
-            "projection",
             "token2wav_conditioning",
             "token2wav_dit",
             "token2wav_vocoder",

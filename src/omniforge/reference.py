@@ -105,9 +105,18 @@ def torch_reply(
     states = embeds.float().numpy()[None]
     result = torch_generate_codes(talker, states, states, config)
     codes = result.codes[:, : int(result.lengths[0])]
+    waveform, noise = torch_synthesis(token2wav, codes, voice, synthesis)
+    return codes[0], waveform, noise
+
+
+def torch_synthesis(
+    token2wav: nn.Module, codes: np.ndarray, voice: Any, synthesis: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' Token2Wav on ``codes`` [1, N] with ``voice`` (a runtime Speaker) and a
+    runtime SynthesisConfig: the waveform, and the noise it drew (torch.randn from
+    ``synthesis.seed``: its sample() draws the noise first), for a runtime to reuse."""
     torch.manual_seed(synthesis.seed)
     noise = torch.randn([1, 2 * codes.shape[1], voice.reference_mel.shape[1]]).numpy()
-    # Token2Wav's sample() draws its noise with torch.randn first: the same seed, that noise.
     torch.manual_seed(synthesis.seed)
     with torch.inference_mode():
         waveform = token2wav(
@@ -118,4 +127,4 @@ def torch_reply(
             guidance_scale=synthesis.guidance_scale,
             sway_coefficient=synthesis.sway_coefficient,
         )
-    return codes[0], waveform.float().numpy().reshape(-1), noise
+    return waveform.float().numpy().reshape(-1), noise

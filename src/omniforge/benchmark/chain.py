@@ -64,7 +64,7 @@ def bench_chain_torch(params: dict[str, Any], question: str) -> dict[str, Any]:
     import torch
 
     from omniforge.params import Params
-    from omniforge.reference import torch_stepper
+    from omniforge.reference import torch_stepper, torch_synthesis
     from omniforge.runtime.features import log_mel_features
     from omniforge.runtime.generation import GenerationConfig, decode_loop
     from omniforge.runtime.token2wav import SynthesisConfig, default_voice
@@ -113,26 +113,14 @@ def bench_chain_torch(params: dict[str, Any], question: str) -> dict[str, Any]:
         gaps = np.diff(stamps) * 1000
         times["talker_per_code_ms"] = float(np.median(gaps)) if gaps.size else 0.0
         codes = result.codes[:, : int(result.lengths[0])]
-        torch.manual_seed(synthesis.seed)
-        noise = torch.randn([1, 2 * codes.shape[1], voice.reference_mel.shape[1]])
-        # Token2Wav's sample() draws its noise with torch.randn first: the same seed, that noise.
-        torch.manual_seed(synthesis.seed)
         mark = time.perf_counter()
-        with torch.inference_mode():
-            audio = token2wav(
-                torch.from_numpy(codes),
-                torch.from_numpy(voice.cond)[None],
-                torch.from_numpy(voice.reference_mel)[None],
-                num_steps=synthesis.num_steps,
-                guidance_scale=synthesis.guidance_scale,
-                sway_coefficient=synthesis.sway_coefficient,
-            )
+        audio, noise = torch_synthesis(token2wav, codes, voice, synthesis)
         times["token2wav_ms"] = _ms(mark)
         # No streaming in transformers: the first audio is the whole reply's.
         times["first_audio_ms"] = times["total_ms"] = _ms(started)
         times["codes"] = codes[0]
-        times["waveform"] = audio.float().numpy().reshape(-1)
-        times["noise"] = noise.numpy()
+        times["waveform"] = audio
+        times["noise"] = noise
         return times
 
     runs = [one_turn() for _ in range(1 + chain.repeats)][1:]

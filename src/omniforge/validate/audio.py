@@ -53,11 +53,20 @@ def pesq_wb(reference: np.ndarray, candidate: np.ndarray) -> float | None:
         return None
 
 
-def stoi(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Short-time objective intelligibility (0 to 1)."""
+def stoi(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Short-time objective intelligibility (0 to 1); None when pystoi has no figure (audio
+    shorter than its 384 ms of speech frames, or silent: it warns and returns 1e-5)."""
+    import warnings
+
     from pystoi import stoi as pystoi
 
-    return float(pystoi(np.asarray(reference), np.asarray(candidate), SAMPLE_RATE))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            return float(pystoi(np.asarray(reference), np.asarray(candidate), SAMPLE_RATE))
+        except (RuntimeWarning, ValueError) as err:
+            log.warning("STOI gives no figure: %s", err)
+            return None
 
 
 def audio_distance(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:

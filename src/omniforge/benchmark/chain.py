@@ -279,10 +279,10 @@ def render_timeline(path: Path, report: dict[str, Any]) -> None:
         "encoder + projection": "#1f77b4",
         "talker, first code": "#ff7f0e",
         "talker + Token2Wav to the first chunk": "#2ca02c",
-        "talker, every code": "#ff7f0e",
+        "talker, every code": "#ffbb78",
         "Token2Wav, whole reply": "#d62728",
     }
-    figure, axis = plt.subplots(figsize=(9, 1.2 + 0.8 * len(contenders)))
+    figure, axis = plt.subplots(figsize=(9, 1.8 + 0.8 * len(contenders)))
     for row, name in enumerate(contenders):
         times = report[name]
         if name == "torch":
@@ -313,7 +313,15 @@ def render_timeline(path: Path, report: dict[str, Any]) -> None:
         axis.text(left, row, f"  {times['first_audio_ms'] / 1000:.2f} s", va="center")
     handles, labels = axis.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=False))
-    axis.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    axis.legend(
+        unique.values(),
+        unique.keys(),
+        fontsize=7,
+        ncol=3,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35),
+        frameon=False,
+    )
     axis.set_yticks(range(len(contenders)), [_label(report, n) for n in contenders], fontsize=8)
     axis.invert_yaxis()
     axis.set_xlabel("seconds from the end of the question to the first audio")

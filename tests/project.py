@@ -15,7 +15,7 @@ from typing import IO, Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "stages", "src", ".dvc/config"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "stages", "src", "data", ".dvc/config"]
 
 
 def project_env(root: Path) -> dict[str, str]:
@@ -110,6 +110,8 @@ def small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
             gate.update(min_forced_top1_agreement=0.1, min_forced_cosine=0.9)
             if gate["min_top1_agreement"] is not None:
                 gate["min_top1_agreement"] = 0.1
+        # A short reply, one timed turn per contender: the chain's table is measured, quickly.
+        params["chain"].update(max_codes=24, repeats=1)
         params["talker_kv"].update(
             validate_steps=32,
             prompt_length=6,

@@ -94,7 +94,8 @@ def publish(work: Path, talker: Path, token2wav: Path) -> None:
     from omniforge.artifacts import DECODE, PREFILL, graph_files, graphs_bytes
     from omniforge.components import get_assembly, get_component
     from omniforge.params import Gate, Params
-    from omniforge.publish import Candidate, publish as publish_set
+    from omniforge.publish import Candidate
+    from omniforge.publish import publish as publish_set
 
     def candidate(component: str, variant: str, graphs: dict[str, Path], kind: str) -> Candidate:
         return Candidate(
@@ -138,6 +139,7 @@ def bench(work: Path) -> None:
     from omniforge.benchmark.reuse import machine
 
     params = parse_params(PARAMS).as_dict()
+    probes = [probe(work)]
     eager = run_in_child("chain (torch)", bench_chain_torch, params, str(QUESTION))
     torch_codes, noise = eager.pop("codes"), eager.pop("noise")
     waveforms = {"torch": eager.pop("waveform")}
@@ -157,7 +159,10 @@ def bench(work: Path) -> None:
     eager["real_time_factor"] = eager["total_ms"] / 1000 / eager["audio_s"]
     fastest["first_divergence_from_torch"] = first_divergence(torch_codes, codes)
     fastest["first_audio_speedup_vs_torch"] = eager["first_audio_ms"] / fastest["first_audio_ms"]
+    probes.append(probe(work))
     report = {
+        "probes": probes,
+        "floors_ms": floors(work, max(p["int8_gemm_multiply_adds_per_s"] for p in probes)),
         "question": str(QUESTION),
         "input_s": eager["input_s"],
         "setting": PARAMS["chain"]["setting"],
@@ -169,6 +174,43 @@ def bench(work: Path) -> None:
     write_replies(work / "listen", waveforms)
     render_timeline(work / "chain_timeline.png", report)
     print(json.dumps(report, indent=2, default=str))
+
+
+def probe(work: Path) -> dict[str, float]:
+    """The machine's memory bandwidth and int8 GEMM rate now, on the benchmark's 2 threads."""
+    from omniforge.benchmark.bandwidth import BandwidthProbe
+    from omniforge.benchmark.compute import Int8GemmProbe
+
+    bandwidth = BandwidthProbe(2, 1 << 30).measure()
+    gemm = Int8GemmProbe(2, 128).measure()
+    return {
+        "read_bytes_per_s": bandwidth["read_bytes_per_s"],
+        "int8_gemm_multiply_adds_per_s": gemm,
+    }
+
+
+def floors(work: Path, rate: float) -> dict[str, float]:
+    """What each link's weight multiply-adds cost at the run's best int8 GEMM rate, for the
+    work before the first audio: the encoder over the question, the talker's prompt, and the
+    DiT over the first stream window (48 + 24 frames, 16 evaluations of one row at ``fast``)."""
+    from omniforge.benchmark.compute import weight_multiply_adds
+    from omniforge.runtime.audio_encoder import encoded_frames
+    from omniforge.runtime.features import feature_frames
+    from omniforge.runtime.wav import read_voice_input
+
+    published = work / "published"
+    positions = encoded_frames(feature_frames(read_voice_input(QUESTION).size), 200)
+    prompt = positions // 2
+    encoder = weight_multiply_adds(published / "audio_encoder" / "int8" / "model.onnx")
+    prefill = weight_multiply_adds(published / "talker_fused" / "hybrid" / "prefill" / "model.onnx")
+    dit = weight_multiply_adds(published / "token2wav" / "int8" / "dit" / "model.onnx", ("rows",))
+    return {
+        "encoder": encoder * positions / rate * 1000,
+        "talker_prompt": prefill * prompt / rate * 1000,
+        "dit_first_window": dit * (48 + 24) * 16 / rate * 1000,
+        "encoder_positions": positions,
+        "prompt_states": prompt,
+    }
 
 
 if __name__ == "__main__":

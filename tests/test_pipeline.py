@@ -117,7 +117,7 @@ def test_metrics_show_prints_a_row_per_candidate_and_a_dozen_columns(project: Pa
     variants = 1 + len(params["quantize"])  # fp32 and a variant per scheme
     # Token2Wav's three graphs are published as one artifact (an assembly), not alone.
     published = len(params["components"]) - 3 + len(params["assemblies"])
-    assert published == 5
+    assert published == 6
     assert len(rows) == published * variants + 2  # + a hybrid per KV talker
 
 
@@ -130,6 +130,7 @@ def test_plots_are_images_that_render_offline(project: Path) -> None:
         "talker_fused_latency",
         "projection_latency",
         "token2wav_mel",
+        "chain_timeline",
     ):
         image = project / "metrics" / "plots" / f"{name}.png"
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -72,7 +72,7 @@ def tiny_omni_config_dict(text_vocab: int = 512, text_intermediate: int = 96) ->
                 "encoder_ffn_dim": 64,
                 "num_mel_bins": 128,  # Whisper features: what the runtime computes
                 "output_dim": THINKER_HIDDEN,
-                "max_source_positions": 64,
+                "max_source_positions": 128,  # >= the 100 positions of a 200-frame parity input
                 "n_window": 8,
             },
             "vision_config": {

@@ -422,12 +422,13 @@ def chain(
 ) -> None:
     """Speech in, speech out through published, verified links (no LLM: the question's
     projected states feed the talker): write the reply and print where the time went."""
+    from omniforge.runtime.features import SAMPLE_RATE as INPUT_RATE
     from omniforge.runtime.token2wav import SAMPLE_RATE, SynthesisConfig
     from omniforge.runtime.voice import VoicePipeline
     from omniforge.runtime.wav import read_voice_input, write_wav
 
-    names = {"encoder": encoder, "projection": projection, "talker": talker}
-    names = {link: name for link, name in {**names, "token2wav": token2wav}.items() if name}
+    given = {"encoder": encoder, "projection": projection, "talker": talker, "token2wav": token2wav}
+    names = {link: name for link, name in given.items() if name}
     waveform = read_voice_input(wav, max_seconds=max_seconds)
     try:
         synthesis = SynthesisConfig(num_steps=steps, guidance_scale=guidance, seed=seed)
@@ -438,7 +439,7 @@ def chain(
     if not reply.chunks:
         raise OmniforgeError("the talker stopped before its first code: no audio to write")
     write_wav(out, reply.waveform, SAMPLE_RATE, pcm16)
-    console.print(chain_table(pipeline.names, reply, waveform.size / 16_000))
+    console.print(chain_table(pipeline.names, reply, waveform.size / INPUT_RATE))
     console.print(
         f"wrote {escape(str(out))}: {reply.audio_seconds:.2f} s at {SAMPLE_RATE} Hz, "
         f"{reply.codes.size} codes, {len(reply.chunks)} chunks"

@@ -10,8 +10,8 @@ from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    enabled = get_component(args.component).simplify
-    simplify_artifact(Path(args.src), Path(args.out), params.simplify, enabled)
+    component = get_component(args.component)
+    simplify_artifact(Path(args.src), Path(args.out), params.simplify, component)
 
 
 if __name__ == "__main__":

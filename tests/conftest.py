@@ -51,7 +51,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_source: SyntheticSo
             exported,
             variant_dir(root / "variants", name, FP32),
             SimplifyParams(),
-            component.simplify,
+            component,
         )
         for scheme in QuantizeParams().schemes():
             quantize_artifact(

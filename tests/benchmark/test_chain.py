@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omniforge.benchmark.chain import benchmark_chain, first_divergence, render_timeline
-from omniforge.params import Params
+from omniforge.benchmark.chain import (
+    benchmark_chain,
+    check_fp32_set,
+    first_divergence,
+    render_timeline,
+)
+from omniforge.errors import ContractError
+from omniforge.params import Gate, Params
 
 QUESTION = Path(__file__).parents[2] / "data" / "question.wav"
 
@@ -18,6 +24,17 @@ def test_first_divergence_counts_lengths_too() -> None:
     assert first_divergence(np.array([1, 2, 3]), np.array([1, 2, 3])) == -1
     assert first_divergence(np.array([1, 2, 3]), np.array([1, 5, 3])) == 1
     assert first_divergence(np.array([1, 2, 3]), np.array([1, 2])) == 2
+
+
+def test_the_fp32_set_is_gated() -> None:
+    """PyTorch's codes and a streamed reply that passes the fp32 gate, or a named refusal."""
+    gate = Gate(min_stream_snr_db=30)
+    check_fp32_set({"first_divergence_from_torch": -1, "snr_db_vs_torch": 31.0}, gate)
+    check_fp32_set({"first_divergence_from_torch": -1, "snr_db_vs_torch": 5.0}, None)
+    with pytest.raises(ContractError, match=r"snr_db_vs_torch 29\.0 dB fails the gate \(>= 30"):
+        check_fp32_set({"first_divergence_from_torch": -1, "snr_db_vs_torch": 29.0}, gate)
+    with pytest.raises(ContractError, match="differ from PyTorch's at step 4"):
+        check_fp32_set({"first_divergence_from_torch": 4}, gate)
 
 
 def test_the_chain_is_timed_beside_pytorch(

@@ -29,9 +29,10 @@ def exported_op_counts(
 ) -> dict[str, Counter[str]]:
     counts = {}
     for name in components:
-        exported = export_component(get_component(name), source, root / name, ExportParams())
+        component = get_component(name)
+        exported = export_component(component, source, root / name, ExportParams())
         counts[name] = op_counts(
-            simplify_artifact(exported, root / f"{name}-fp32", SimplifyParams())
+            simplify_artifact(exported, root / f"{name}-fp32", SimplifyParams(), component)
         )
     return counts
 

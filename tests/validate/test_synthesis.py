@@ -95,7 +95,9 @@ def test_from_a_checkpoint_through_the_published_artifact_equals_transformers(
     for name in assembly.parts.values():
         component = get_component(name)
         exported = export_component(component, source, root / "export" / name, ExportParams())
-        simplify_artifact(exported, variant_dir(root / "variants", name, "fp32"), SimplifyParams())
+        simplify_artifact(
+            exported, variant_dir(root / "variants", name, "fp32"), SimplifyParams(), component
+        )
     built = assembly.graph_dirs("fp32", Params(), root / "variants")
     candidate = Candidate(
         component="token2wav",

@@ -54,7 +54,7 @@ def build(work: Path) -> None:
             exported,
             variant_dir(work / "variants", name, "fp32"),
             params.simplify,
-            component.simplify,
+            component,
         )
         quantize_artifact(
             fp32, variant_dir(work / "variants", name, "int8"), "int8", params.quantize

@@ -6,7 +6,8 @@ published artifacts (``fp32``: every link's fp32; ``fastest``: each link's faste
 published variant), the talker's codes streamed into Token2Wav as they come. Each contender
 runs in its own child process (its own peak RSS), ``chain.repeats`` times after a warm-up;
 each link's time is the median. The sets' codes are held against PyTorch's and their audio
-against transformers' from the same noise: the fp32 set must give PyTorch's codes.
+against transformers' from the same noise: the fp32 set must give PyTorch's codes, and its
+streamed audio must pass the fp32 gate's ``min_stream_snr_db``.
 """
 
 from __future__ import annotations
@@ -246,14 +247,27 @@ def benchmark_chain(params: Any, published: Path, question: Path) -> dict[str, A
             eager["first_audio_ms"] / figures["first_audio_ms"]
         )
         report[name] = figures
-    if report["fp32"]["first_divergence_from_torch"] != -1:
-        raise ContractError(
-            "chain fp32: the codes differ from PyTorch's at step "
-            f"{report['fp32']['first_divergence_from_torch']}: the fp32 links are not the "
-            "modules they were exported from"
-        )
+    check_fp32_set(report["fp32"], params.publish.gates.get("fp32"))
     report["waveforms"] = waveforms
     return report
+
+
+def check_fp32_set(figures: dict[str, Any], gate: Any) -> None:
+    """The fp32 set must give PyTorch's codes, and its streamed reply must pass the fp32
+    gate's ``min_stream_snr_db`` as the published Token2Wav's stream does."""
+    step = figures["first_divergence_from_torch"]
+    if step != -1:
+        raise ContractError(
+            f"chain fp32: the codes differ from PyTorch's at step {step}: the fp32 links are "
+            "not the modules they were exported from"
+        )
+    floor = None if gate is None else gate.min_stream_snr_db
+    snr = figures["snr_db_vs_torch"]
+    if floor is not None and snr < floor:
+        raise ContractError(
+            f"chain fp32: snr_db_vs_torch {snr:.1f} dB fails the gate (>= {floor:g}, "
+            "publish.gates.fp32.min_stream_snr_db): the streamed reply is not transformers' audio"
+        )
 
 
 def write_replies(folder: Path, waveforms: dict[str, np.ndarray]) -> None:

@@ -6,6 +6,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omniforge.artifacts import (
     DATA_FILENAME,
@@ -18,23 +19,28 @@ from omniforge.artifacts import (
 )
 from omniforge.errors import ArtifactError
 from omniforge.params import SimplifyParams
+from omniforge.passes.conv2d import convs_as_2d
 from omniforge.progress import heartbeat
+
+if TYPE_CHECKING:
+    from omniforge.components.base import Component
 
 log = logging.getLogger(__name__)
 
 
 def simplify_artifact(
-    src_dir: Path, out_dir: Path, params: SimplifyParams, enabled: bool = True
+    src_dir: Path, out_dir: Path, params: SimplifyParams, component: Component
 ) -> Path:
-    """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically).
+    """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically), then the graph
+    passes ``component`` asks for (``convs_as_2d``: passes/conv2d.py).
 
-    ``enabled`` False (a component whose graph the fuse pass wrote, already in the ops it
-    should run as): the graph is copied as it is.
+    A component that is not simplified (a graph the fuse pass wrote, already in the ops it
+    should run as) is copied as it is.
     """
     from onnxsim import simplify
 
     source = model_path(src_dir)
-    if not enabled:
+    if not component.simplify:
         with atomic_directory(out_dir) as tmp:
             for name in (MODEL_FILENAME, DATA_FILENAME):
                 shutil.copyfile(Path(src_dir) / name, tmp / name)
@@ -55,6 +61,8 @@ def simplify_artifact(
         time.perf_counter() - started,
         len(model.graph.node),
     )
+    if component.convs_as_2d:
+        log.info("%s: %d 1-D convolutions rewritten as 2-D", source, convs_as_2d(model))
     with atomic_directory(out_dir) as tmp:
         save_model(model, tmp)
         check_artifact(tmp)

@@ -1,9 +1,10 @@
 """Token2Wav at full size (transformers' default config = the 7B checkpoint's, synthetic
 weights), through the pipeline's own library calls: export, simplify, int8 quantize, the
 validate stage's synthesis check, then the benchmark stage's whole-synthesis timing beside
-PyTorch eager, in one run. Peak RSS of each step is printed.
+PyTorch eager, in one run. Peak RSS of each step is printed (each build step in its own
+process, as DVC runs the stages).
 
-    .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py build   WORK
+    .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py build   WORK [GRAPH]
     .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py validate WORK
     .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py bench   WORK
 
@@ -35,32 +36,44 @@ def peak_rss_gb() -> float:
 
 
 def build(work: Path) -> None:
-    from omniforge.components import get_component
-    from omniforge.passes.export import export_component
-    from omniforge.passes.quantize import quantize_artifact
-    from omniforge.passes.simplify import simplify_artifact
-    from omniforge.sources import open_source
+    """Each step of each graph in a process of its own, as DVC runs the stages: a step's peak
+    RSS is its own (in one process, memory the export held is never given back)."""
+    import subprocess
 
-    params = parse_params(PARAMS)
-    source = open_source(params.model)
-    step = sys.argv[3] if len(sys.argv) > 3 else None
-    for name in params.components:
-        if step and name != step:
+    only = sys.argv[3] if len(sys.argv) > 3 else None
+    for name in parse_params(PARAMS).components:
+        if only and name != only:
             continue
-        component = get_component(name)
-        started = time.perf_counter()
-        exported = export_component(component, source, work / "export" / name, params.export)
-        fp32 = simplify_artifact(
-            exported,
-            variant_dir(work / "variants", name, "fp32"),
-            params.simplify,
-            component,
-        )
-        quantize_artifact(
-            fp32, variant_dir(work / "variants", name, "int8"), "int8", params.quantize
-        )
-        seconds = time.perf_counter() - started
-        print(f"{name}: built in {seconds:.0f} s, peak RSS {peak_rss_gb():.2f} GB")
+        for step in ("export", "simplify", "quantize"):
+            subprocess.run([sys.executable, __file__, "step", str(work), name, step], check=True)
+
+
+def step(work: Path) -> None:
+    """One step (export, simplify or quantize int8) of one graph: ``step WORK GRAPH STEP``."""
+    from omniforge.components import get_component
+
+    name, what = sys.argv[3], sys.argv[4]
+    params = parse_params(PARAMS)
+    component = get_component(name)
+    exported = work / "export" / name
+    fp32 = variant_dir(work / "variants", name, "fp32")
+    started = time.perf_counter()
+    if what == "export":
+        from omniforge.passes.export import export_component
+        from omniforge.sources import open_source
+
+        export_component(component, open_source(params.model), exported, params.export)
+    elif what == "simplify":
+        from omniforge.passes.simplify import simplify_artifact
+
+        simplify_artifact(exported, fp32, params.simplify, component)
+    else:
+        from omniforge.passes.quantize import quantize_artifact
+
+        int8 = variant_dir(work / "variants", name, "int8")
+        quantize_artifact(fp32, int8, "int8", params.quantize)
+    seconds = time.perf_counter() - started
+    print(f"{name} {what}: {seconds:.0f} s, peak RSS {peak_rss_gb():.2f} GB", flush=True)
 
 
 def validate(work: Path) -> None:
@@ -94,4 +107,5 @@ def bench(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    {"build": build, "validate": validate, "bench": bench}[sys.argv[1]](Path(sys.argv[2]))
+    commands = {"build": build, "step": step, "validate": validate, "bench": bench}
+    commands[sys.argv[1]](Path(sys.argv[2]))

@@ -17,7 +17,7 @@ class Token2WavVocoder(Component):
     # Published inside the token2wav artifact (components/token2wav.py), not alone.
     published = False
     length_name = "frames"
-    # BigVGAN is all convolutions: 1.3-1.5x faster as 2-D ones (passes/conv2d.py).
+    # BigVGAN is all convolutions: ~1.1x faster as 2-D ones (passes/conv2d.py).
     convs_as_2d = True
 
     def input_axes(self, configs: ModelConfigs) -> dict[str, DynamicAxes]:

@@ -253,6 +253,18 @@ def test_unexpected_talker_tensor_is_an_error(editable: Path) -> None:
         PretrainedSource(editable).talker()
 
 
+def test_unexpected_audio_head_tensor_is_an_error(editable: Path) -> None:
+    # The head owns ln_post.* and proj.* only: the tower's layers beside them are not extra.
+    name = "thinker.audio_tower.ln_post.extra"
+    edit_shard(
+        editable, "thinker.audio_tower.proj.weight", lambda t: t.update({name: torch.ones(1)})
+    )
+    with pytest.raises(
+        SourceError, match=r"audio head: tensor thinker\.audio_tower\.ln_post\.extra"
+    ):
+        PretrainedSource(editable).audio_head()
+
+
 def test_stored_rope_buffer_is_tolerated(omni: torch.nn.Module, editable: Path) -> None:
     name = "talker.model.rotary_emb.inv_freq"
     edit_shard(

@@ -14,17 +14,15 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from omniforge.artifacts import FileRecord, sha256_file
 from omniforge.errors import SourceError, listing
 from omniforge.sources.audio_head import AudioHead
-from omniforge.sources.base import ModelConfigs, frozen_fp32
+from omniforge.sources.base import ModelConfigs, ModuleT, frozen_fp32
 from omniforge.sources.checkpoint_config import CONFIG_NAME, read_config
 from omniforge.sources.hub import resolve_hub_snapshot
 from omniforge.sources.meta_loading import (
@@ -105,39 +103,29 @@ class PretrainedSource:
     def talker(self) -> Qwen2_5OmniTalkerForConditionalGeneration:
         from transformers import Qwen2_5OmniTalkerForConditionalGeneration
 
-        if not self.index.names(TALKER_PREFIX):
-            raise SourceError(
-                f"{self.directory}: no talker.* tensors: a thinker-only checkpoint "
-                "(enable_audio_output false?) has no talker to export"
-            )
-        with parameters_on_meta():
-            model = Qwen2_5OmniTalkerForConditionalGeneration(self.configs.talker)
-        expected = expected_shapes(model, TALKER_PREFIX)
-        self._reject_unexpected(model, TALKER_PREFIX, expected, "talker")
-        load_into(model, read_tensors(self.index, expected, "talker"), TALKER_PREFIX)
-        return frozen_fp32(model)
+        return self._load(
+            lambda: Qwen2_5OmniTalkerForConditionalGeneration(self.configs.talker),
+            TALKER_PREFIX,
+            "talker",
+            missing_hint="a thinker-only checkpoint (enable_audio_output false?) "
+            "has no talker to export",
+        )
 
     def audio_head(self) -> AudioHead:
         from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
             Qwen2_5OmniAudioEncoder,
         )
 
-        # The tower's own modules, built without its encoder layers: only the tail is needed.
-        config = copy.deepcopy(self.configs.audio)
-        config.encoder_layers = 0
-        with parameters_on_meta():
+        def build() -> AudioHead:
+            # The tower's own modules, built without its encoder layers: only the tail is needed.
+            config = copy.deepcopy(self.configs.audio)
+            config.encoder_layers = 0
             tower = Qwen2_5OmniAudioEncoder(config)
-        head = AudioHead(tower.ln_post, tower.avg_pooler, tower.proj)
-        del tower
-        expected: dict[str, tuple[int, ...]] = {}
-        for name in AUDIO_HEAD_MODULES:
-            prefix = f"{AUDIO_TOWER_PREFIX}{name}."
-            shapes = expected_shapes(getattr(head, name), prefix)
-            self._reject_unexpected(getattr(head, name), prefix, shapes, "audio head")
-            expected.update(shapes)
-        tensors = read_tensors(self.index, expected, "audio head")
-        load_into(head, tensors, AUDIO_TOWER_PREFIX)
-        return frozen_fp32(head)
+            return AudioHead(tower.ln_post, tower.avg_pooler, tower.proj)
+
+        # The rest of the tower's tensors are the audio encoder's: only the head's are checked.
+        owned = tuple(f"{AUDIO_TOWER_PREFIX}{name}." for name in AUDIO_HEAD_MODULES)
+        return self._load(build, AUDIO_TOWER_PREFIX, "audio head", owned=owned)
 
     def audio_tower(self) -> Qwen2_5OmniAudioEncoder:
         """The whole tower, from its ``thinker.audio_tower.*`` tensors only."""
@@ -145,43 +133,54 @@ class PretrainedSource:
             Qwen2_5OmniAudioEncoder,
         )
 
-        with parameters_on_meta():
-            tower = Qwen2_5OmniAudioEncoder(self.configs.audio)
-        expected = expected_shapes(tower, AUDIO_TOWER_PREFIX)
-        self._reject_unexpected(tower, AUDIO_TOWER_PREFIX, expected, "audio encoder")
-        load_into(tower, read_tensors(self.index, expected, "audio encoder"), AUDIO_TOWER_PREFIX)
-        return frozen_fp32(tower)
+        return self._load(
+            lambda: Qwen2_5OmniAudioEncoder(self.configs.audio), AUDIO_TOWER_PREFIX, "audio encoder"
+        )
 
     def token2wav(self) -> Qwen2_5OmniToken2WavModel:
         from transformers import Qwen2_5OmniToken2WavModel
 
-        if not self.index.names(TOKEN2WAV_PREFIX):
-            raise SourceError(
-                f"{self.directory}: no token2wav.* tensors: a checkpoint without audio output "
-                "(enable_audio_output false?) has no Token2Wav to export"
-            )
-        with parameters_on_meta():
-            model = Qwen2_5OmniToken2WavModel(self.configs.token2wav)
-        expected = expected_shapes(model, TOKEN2WAV_PREFIX)
-        self._reject_unexpected(model, TOKEN2WAV_PREFIX, expected, "Token2Wav")
-        load_into(model, read_tensors(self.index, expected, "Token2Wav"), TOKEN2WAV_PREFIX)
-        return frozen_fp32(model)
+        return self._load(
+            lambda: Qwen2_5OmniToken2WavModel(self.configs.token2wav),
+            TOKEN2WAV_PREFIX,
+            "Token2Wav",
+            missing_hint="a checkpoint without audio output (enable_audio_output false?) "
+            "has no Token2Wav to export",
+        )
 
-    def _reject_unexpected(
-        self, module: nn.Module, prefix: str, expected: Mapping[str, Any], what: str
-    ) -> None:
-        """Extra tensors under a component's prefix mean config and weights disagree.
+    def _load(
+        self,
+        build: Callable[[], ModuleT],
+        prefix: str,
+        what: str,
+        *,
+        missing_hint: str | None = None,
+        owned: tuple[str, ...] | None = None,
+    ) -> ModuleT:
+        """``build()`` on meta, given its tensors stored under ``prefix``, frozen in fp32.
 
-        E.g. a config with fewer layers than the weights: loading would silently export a
-        truncated model. Stored copies of non-persistent buffers (RoPE inv_freq) are harmless.
+        ``missing_hint`` says why a checkpoint with nothing under ``prefix`` has no such
+        component; it is refused before anything is built. Every tensor stored under
+        ``owned`` (default: ``prefix``) must be the module's: an extra one means config and
+        weights disagree, e.g. a config with fewer layers than the weights, and loading would
+        silently export a truncated model. Stored copies of non-persistent buffers (RoPE
+        inv_freq) are harmless.
         """
+        if missing_hint is not None and not self.index.names(prefix):
+            raise SourceError(f"{self.directory}: no {prefix}* tensors: {missing_hint}")
+        with parameters_on_meta():
+            module = build()
+        expected = expected_shapes(module, prefix)
         ignorable = non_persistent_buffers(module, prefix)
-        extra = [n for n in self.index.names(prefix) if n not in expected and n not in ignorable]
+        stored = [name for scope in owned or (prefix,) for name in self.index.names(scope)]
+        extra = [n for n in stored if n not in expected and n not in ignorable]
         if extra:
             raise SourceError(
                 f"{self.directory}: {what}: tensor {extra[0]} is not part of the model that "
                 f"{CONFIG_NAME} describes (unexpected: {listing(extra)})"
             )
+        load_into(module, read_tensors(self.index, expected, what), prefix)
+        return frozen_fp32(module)
 
     # -- metadata ----------------------------------------------------------------------
 

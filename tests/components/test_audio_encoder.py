@@ -10,6 +10,8 @@ import torch
 from tiny_omni import audio_tower
 
 from omniforge.artifacts import MODEL
+from omniforge.components import get_component
+from omniforge.components.audio_encoder import chunk_frames
 from omniforge.errors import ContractError
 from omniforge.runtime.audio_encoder import (
     ENCODER_FILENAME,
@@ -72,6 +74,20 @@ def test_malformed_limits_are_named() -> None:
     with pytest.raises(ArtifactError, match="x.json: not an audio encoder's limits"):
         EncoderLimits.from_bytes(b'{"mel_bins": 4}', "x.json")
     assert EncoderLimits.from_bytes(LIMITS.to_bytes(), "x") == LIMITS
+
+
+def test_inputs_past_a_chunk_are_one_chunk(tiny_source: SyntheticSource) -> None:
+    """The graph never takes more than a chunk: a longer length (a benchmark's) is clamped."""
+    component, configs = get_component("audio_encoder"), tiny_source.configs
+    chunk = chunk_frames(configs.audio)
+    longer = component.make_inputs(configs, batch=3, length=chunk + 57, seed=4)
+    exact = component.make_inputs(configs, batch=3, length=chunk, seed=4)
+    assert longer["input_features"].shape == (3, configs.audio.num_mel_bins, chunk)
+    assert longer["chunk_lengths"].tolist() == exact["chunk_lengths"].tolist()
+    assert longer["chunk_lengths"][0] == chunk
+    np.testing.assert_array_equal(longer["input_features"], exact["input_features"])
+    shorter = component.make_inputs(configs, batch=2, length=8, seed=4)
+    assert shorter["input_features"].shape[2] == 8
 
 
 def test_exported_encoder_equals_transformers_on_utterances_of_many_chunks(

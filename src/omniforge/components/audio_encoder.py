@@ -16,8 +16,15 @@ from omniforge.components.base import AUDIO_STATES, Component, DynamicAxes, Inpu
 
 if TYPE_CHECKING:
     from torch import nn
+    from transformers import Qwen2_5OmniAudioEncoderConfig
 
     from omniforge.sources.base import ModelConfigs, ModelSource
+
+
+def chunk_frames(audio: Qwen2_5OmniAudioEncoderConfig) -> int:
+    """Feature frames per chunk, the most the graph ever takes: transformers' ``2 * n_window``
+    (200, two seconds)."""
+    return 2 * audio.n_window
 
 
 def chunk_lengths(batch: int, length: int) -> np.ndarray:
@@ -46,9 +53,11 @@ class AudioEncoder(Component):
         return AudioEncoderChunks(source.audio_tower()).eval()
 
     def make_inputs(self, configs: ModelConfigs, batch: int, length: int, seed: int) -> Inputs:
+        # The host cuts longer audio into chunks: a longer input is one the graph never sees.
+        frames = min(length, chunk_frames(configs.audio))
         return {
-            "input_features": seeded_normal(seed, (batch, configs.audio.num_mel_bins, length)),
-            "chunk_lengths": chunk_lengths(batch, length),
+            "input_features": seeded_normal(seed, (batch, configs.audio.num_mel_bins, frames)),
+            "chunk_lengths": chunk_lengths(batch, frames),
         }
 
     def extra_files(self, source: ModelSource) -> dict[str, bytes]:
@@ -56,7 +65,7 @@ class AudioEncoder(Component):
         from omniforge.runtime.audio_encoder import ENCODER_FILENAME, EncoderLimits
 
         audio = source.configs.audio
-        limits = EncoderLimits(mel_bins=audio.num_mel_bins, chunk_frames=2 * audio.n_window)
+        limits = EncoderLimits(mel_bins=audio.num_mel_bins, chunk_frames=chunk_frames(audio))
         return {ENCODER_FILENAME: limits.to_bytes()}
 
     def interface(self, configs: ModelConfigs) -> dict[str, int]:

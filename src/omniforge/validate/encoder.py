@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from omniforge.artifacts import MODEL
+from omniforge.components.audio_encoder import chunk_frames
 from omniforge.errors import ContractError
 from omniforge.runtime.audio_encoder import (
     ENCODER_FILENAME,
@@ -59,8 +60,7 @@ def transformers_states(tower: nn.Module, utterances: list[np.ndarray]) -> list[
     finally:
         hook.remove()
     states = captured["states"].float().numpy()
-    chunk_frames = 2 * tower.config.n_window
-    counts = [encoded_frames(u.shape[1], chunk_frames) for u in utterances]
+    counts = [encoded_frames(u.shape[1], chunk_frames(tower.config)) for u in utterances]
     return np.split(states, np.cumsum(counts)[:-1])
 
 
@@ -69,7 +69,7 @@ class EncoderCheck:
 
     def __init__(self, source: ModelSource, seed: int) -> None:
         audio = source.configs.audio
-        frames = utterance_frames(2 * audio.n_window)
+        frames = utterance_frames(chunk_frames(audio))
         self.utterances = [
             seeded_normal(seed + index, (audio.num_mel_bins, count))
             for index, count in enumerate(frames)

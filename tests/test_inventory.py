@@ -309,3 +309,20 @@ def test_the_exported_tiny_graphs_are_each_named_by_their_role_and_fit(
     assert {r.path.partition("/")[0]: r.role for r in reports} == ROLES
     assert [(r.path, r.problems) for r in reports if not r.ok] == []
     assert all(r.fits for r in reports)
+
+
+def test_a_lone_sequence_map_too_narrow_for_codes_is_no_talker(tmp_path: Path) -> None:
+    """[batch, seq, 64] → [batch, seq, 10] keeps its length like a bare talker, but ten
+    outputs cannot be a codec vocabulary and no projection here makes it a talker."""
+    linear_model(tmp_path / "tagger", "tokens", "labels", 64, 10)
+    (report,) = inventory(tmp_path)
+    assert report.role == UNKNOWN and report.fits == []
+    assert report.problems == [
+        "fits no link: shaped like a talker without positions, but its output width 10 is too "
+        "narrow for a codec vocabulary (a talker's holds Token2Wav's codes [0, 8193) and the "
+        "control ids (8292, 8293, 8294, 8296): 8297 or more)"
+    ]
+    # As wide as a codec vocabulary, the same shapes alone are a talker.
+    linear_model(tmp_path / "talker", "tokens", "logits", 64, 8448)
+    roles = {r.path: r.role for r in inventory(tmp_path)}
+    assert roles == {"tagger/model.onnx": UNKNOWN, "talker/model.onnx": TALKER}

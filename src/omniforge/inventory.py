@@ -295,18 +295,37 @@ def name_models(paths: list[str], listed: int = 3) -> str:
     return f"{', '.join(paths[: listed - 1])} and {len(paths) - listed + 1} more"
 
 
-def _resolve(reports: list[ModelReport]) -> None:
+def _smallest_vocabulary(token2wav_num_embeds: int) -> int:
+    """The narrowest logits a talker can have: Token2Wav's codes and every codec control id."""
+    return max(token2wav_num_embeds, max(CONTROL_IDS) + 1)
+
+
+def _resolve(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
     """A bare sequence map that keeps its length (see ``_sequence_map``) is a talker unless
     the chain says it is a projection: it reads what an audio encoder here writes, or it
-    writes the width another talker-shaped model here reads."""
+    writes the width another talker-shaped model here reads. One whose output is too narrow
+    for a codec vocabulary is a talker only beside a projection, to be judged against it:
+    alone, nothing makes it one (a sequence classifier has the same shapes)."""
     encoders = {r.output_width for r in reports if r.role == AUDIO_ENCODER}
     readers = [(r, r.input_width) for r in reports if r.role in TALKERS]
-    for report in reports:
-        if report.role != TALKER or _sequence_map(report) is None:
-            continue
+    bare = [r for r in reports if r.role == TALKER and _sequence_map(r) is not None]
+    for report in bare:
         read = any(width == report.output_width for r, width in readers if r is not report)
         if report.input_width in encoders or read:
             report.role = PROJECTION
+    if any(r.role == PROJECTION for r in reports):
+        return
+    vocabulary = _smallest_vocabulary(token2wav_num_embeds)
+    for report in bare:
+        width = report.output_width
+        if report.role == TALKER and width is not None and width < vocabulary:
+            report.role = UNKNOWN
+            report.problems.append(
+                f"fits no link: shaped like a talker without positions, but its output width "
+                f"{width} is too narrow for a codec vocabulary (a talker's holds Token2Wav's "
+                f"codes [0, {token2wav_num_embeds}) and the control ids {CONTROL_IDS}: "
+                f"{vocabulary} or more)"
+            )
 
 
 def _link(
@@ -370,7 +389,7 @@ def judge_chain(reports: list[ModelReport], token2wav_num_embeds: int) -> None:
     audio encoder d_model = projection input; projection output = talker input; the
     talker's vocabulary holds Token2Wav's codes and the codec control ids; the
     conditioning's embeddings = the DiT's; the DiT's mel = the vocoder's."""
-    _resolve(reports)
+    _resolve(reports, token2wav_num_embeds)
 
     def having(*roles: str) -> list[ModelReport]:
         return [r for r in reports if r.role in roles]

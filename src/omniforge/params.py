@@ -230,22 +230,27 @@ class Shape(Section):
     length: PositiveInt
 
 
+# Two or more shapes per component, for every component, in chain order: its keys are the
+# components built by default (Params.components).
+DEFAULT_SHAPES: dict[str, list[Shape]] = {
+    "audio_encoder": [Shape(batch=2, length=200), Shape(batch=3, length=77)],
+    "projection": [Shape(batch=2, length=64), Shape(batch=3, length=31)],
+    "talker": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
+    # New positions after a cache of length // 2 + 2.
+    "talker_kv": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
+    # A prompt of length, then a decode step after it.
+    "talker_fused": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
+    "token2wav_conditioning": [Shape(batch=2, length=13), Shape(batch=3, length=30)],
+    "token2wav_dit": [Shape(batch=2, length=37), Shape(batch=4, length=80)],
+    "token2wav_vocoder": [Shape(batch=2, length=24), Shape(batch=3, length=41)],
+}
+
+
 class ValidateParams(Section):
     seed: int = 1234
     # Two or more shapes per component: parity is checked on each, and running them all
     # proves the declared dynamic dims are really dynamic.
-    shapes: dict[str, list[Shape]] = {
-        "talker": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
-        # New positions after a cache of length // 2 + 2.
-        "talker_kv": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
-        # A prompt of length, then a decode step after it.
-        "talker_fused": [Shape(batch=2, length=16), Shape(batch=3, length=7)],
-        "audio_encoder": [Shape(batch=2, length=200), Shape(batch=3, length=77)],
-        "projection": [Shape(batch=2, length=64), Shape(batch=3, length=31)],
-        "token2wav_conditioning": [Shape(batch=2, length=13), Shape(batch=3, length=30)],
-        "token2wav_dit": [Shape(batch=2, length=37), Shape(batch=4, length=80)],
-        "token2wav_vocoder": [Shape(batch=2, length=24), Shape(batch=3, length=41)],
-    }
+    shapes: dict[str, list[Shape]] = DEFAULT_SHAPES
 
     @field_validator("shapes")
     @classmethod
@@ -365,19 +370,9 @@ class PublishParams(Section):
 
 
 class Params(Section):
-    components: list[str] = Field(
-        default=[
-            "audio_encoder",
-            "projection",
-            "talker",
-            "talker_kv",
-            "talker_fused",
-            "token2wav_conditioning",
-            "token2wav_dit",
-            "token2wav_vocoder",
-        ],
-        min_length=1,
-    )
+    # By default every component the defaults describe (a component needs validate shapes and
+    # benchmark lengths anyway), in chain order; params.yaml names the ones a run builds.
+    components: list[str] = Field(default_factory=lambda: list(DEFAULT_SHAPES), min_length=1)
     # Artifacts assembled from the components' graphs (one file each in components/).
     assemblies: list[str] = ["token2wav"]
     model: ModelParams = ModelParams()

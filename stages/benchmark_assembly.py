@@ -6,13 +6,20 @@ from pathlib import Path
 
 from omniforge.artifacts import write_json
 from omniforge.benchmark.plots import render_latency_png
+from omniforge.benchmark.reuse import previous_report
 from omniforge.benchmark.synthesis import benchmark_token2wav, render_spectrograms
 from omniforge.params import Params
 from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    report = benchmark_token2wav(params, args.assembly, Path(args.variants_root), Path(args.listen))
+    report = benchmark_token2wav(
+        params,
+        args.assembly,
+        Path(args.variants_root),
+        Path(args.listen),
+        previous_report(Path(args.out)),
+    )
     spectrograms = report.pop("spectrograms")
     write_json(Path(args.out), report)
     render_latency_png(Path(args.plot), report, f"{args.assembly} stream")

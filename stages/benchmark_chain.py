@@ -7,12 +7,19 @@ from pathlib import Path
 
 from omniforge.artifacts import write_json
 from omniforge.benchmark.chain import benchmark_chain, render_timeline, write_replies
+from omniforge.benchmark.reuse import previous_report
 from omniforge.params import Params
 from omniforge.stage import run_stage
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    report = benchmark_chain(params, Path(args.published), Path(params.chain.question))
+    report = benchmark_chain(
+        params,
+        Path(args.published),
+        Path(params.chain.question),
+        previous_report(Path(args.out)),
+        Path(args.listen),
+    )
     write_replies(Path(args.listen), report.pop("waveforms"))
     write_json(Path(args.out), report)
     render_timeline(Path(args.timeline), report)

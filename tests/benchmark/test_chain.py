@@ -13,6 +13,7 @@ from omniforge.benchmark.chain import (
     check_fp32_set,
     first_divergence,
     render_timeline,
+    write_replies,
 )
 from omniforge.errors import ContractError
 from omniforge.params import Gate, Params
@@ -65,3 +66,39 @@ def test_the_chain_is_timed_beside_pytorch(
     timeline = tmp_path / "timeline.png"
     render_timeline(timeline, report)
     assert timeline.read_bytes()[:4] == b"\x89PNG"
+    assert_kept_while_unchanged(params, chain_published, report, waveforms, tmp_path)
+
+
+def assert_kept_while_unchanged(
+    params: Params, published: Path, report: dict, waveforms: dict, tmp_path: Path
+) -> None:
+    """A second run with the same question, links, params and replies keeps the figures;
+    without the replies, or with another question, the chain is timed again."""
+    import shutil
+
+    from omniforge.benchmark import children
+
+    listen = tmp_path / "listen"
+    write_replies(listen, waveforms)
+    timed: list[str] = []
+
+    def run_in_child(what: str, *args: object) -> None:
+        timed.append(what)
+        raise RuntimeError(what)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(children, "run_in_child", run_in_child)
+        again = benchmark_chain(params, published, QUESTION, report, listen)
+        assert timed == []
+        assert np.array_equal(again.pop("waveforms")["fp32"], waveforms["fp32"])
+        assert again == report
+        (listen / "fastest.wav").unlink()
+        with pytest.raises(RuntimeError, match="chain \\(torch\\)"):
+            benchmark_chain(params, published, QUESTION, report, listen)
+        write_replies(listen, waveforms)
+        other = tmp_path / "question.wav"
+        shutil.copy(QUESTION, other)
+        with other.open("ab") as question:  # a trailing byte: same audio, other bytes
+            question.write(b"\0")
+        with pytest.raises(RuntimeError, match="chain \\(torch\\)"):
+            benchmark_chain(params, published, other, report, listen)

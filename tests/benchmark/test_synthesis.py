@@ -71,3 +71,47 @@ def test_the_wavs_to_listen_to_are_the_same_utterance(
     for png in ("mel.png", "latency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(isinstance(v, np.ndarray) for v in spectrograms.values())
+
+
+class Timed(Exception):
+    """Raised by the stand-in for run_in_child: something was about to be timed."""
+
+
+def test_unchanged_variants_keep_their_figures_and_audio(
+    report: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch, tiny_root: Path
+) -> None:
+    figures, listen = report
+    previous = {k: v for k, v in figures.items() if k != "spectrograms"}
+    params = parse_params(
+        {"model": {"preset": "tiny"}, "token2wav": {"bench_codes": 80, "bench_repeats": 1}}
+    )
+    timed: list[str] = []
+
+    def run_in_child(what: str, *args: object) -> dict:
+        timed.append(what)
+        if what.endswith("(torch)"):  # stands in for PyTorch; a variant's timing stops here
+            return {**previous["torch"], "waveforms": {}, "noise": None}
+        raise Timed(what)
+
+    monkeypatch.setattr("omniforge.benchmark.children.run_in_child", run_in_child)
+    again = benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
+    assert timed == []
+    for who in ("torch", "fp32", "int8"):
+        assert again[who] == previous[who]
+    # The spectrograms come from the WAVs the first run wrote: the same audio.
+    _, fp32_default = scipy.io.wavfile.read(listen / "fp32-default.wav")
+    assert np.array_equal(again["spectrograms"]["ONNX fp32 offline"], fp32_default)
+
+    # A kept variant's audio gone: PyTorch and that variant are timed again, not the other.
+    (listen / "int8-fast_stream.wav").unlink()
+    with pytest.raises(Timed):
+        benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
+    assert timed == ["token2wav (torch)", "token2wav-int8"]
+    # Another synthesis setting: every variant is timed again.
+    timed.clear()
+    other = parse_params(
+        {"model": {"preset": "tiny"}, "token2wav": {"bench_codes": 64, "bench_repeats": 1}}
+    )
+    with pytest.raises(Timed):
+        benchmark_token2wav(other, "token2wav", tiny_root / "variants", listen, previous)
+    assert timed == ["token2wav (torch)", "token2wav-fp32"]

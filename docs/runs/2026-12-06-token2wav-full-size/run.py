@@ -7,6 +7,7 @@ process, as DVC runs the stages).
     .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py build   WORK [GRAPH]
     .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py validate WORK
     .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py bench   WORK
+    .venv/bin/python docs/runs/2026-12-06-token2wav-full-size/run.py graphs  WORK
 
 WORK is a scratch folder (about 3 GB); figures go to WORK/*.json and are quoted in NOTES.md.
 """
@@ -106,6 +107,63 @@ def bench(work: Path) -> None:
     write_json(work / "benchmark.json", report)
 
 
+def graphs(work: Path) -> None:
+    """Each graph the solve runs, alone, beside its PyTorch module, 2 threads: one DiT
+    evaluation (2 rows: with guidance; 1 row: without) and the vocoder, over the benchmark's
+    200 frames (2 s of audio). Each contender in a block of its own (alternating runs made
+    torch's and onnxruntime's spinning thread pools slow each other): median of 5 after a
+    warm-up, blocks in the order torch, fp32, int8."""
+    import functools
+    import statistics
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from omniforge.components import get_component
+    from omniforge.sources import open_source
+
+    params = parse_params(PARAMS)
+    source = open_source(params.model)
+    torch.set_num_threads(2)
+    frames = 2 * params.token2wav.bench_codes
+    cases = {"token2wav_dit": [(2, frames), (1, frames)], "token2wav_vocoder": [(1, frames)]}
+    out: dict[str, dict[str, float]] = {}
+    for name, shapes in cases.items():
+        component = get_component(name)
+        module = component.build_module(source)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        sessions = {
+            variant: ort.InferenceSession(
+                str(variant_dir(work / "variants", name, variant) / "model.onnx"), options
+            )
+            for variant in ("fp32", "int8")
+        }
+        for rows, length in shapes:
+            feeds = component.make_inputs(source.configs, rows, length, seed=0)
+            tensors = [torch.from_numpy(np.asarray(v)) for v in feeds.values()]
+            runs = {"torch": functools.partial(module, *tensors)}
+            runs |= {v: functools.partial(s.run, None, feeds) for v, s in sessions.items()}
+            times: dict[str, list[float]] = {who: [] for who in runs}
+            with torch.inference_mode():
+                for who, run in runs.items():
+                    for _ in range(6):  # the first run is the warm-up
+                        started = time.perf_counter()
+                        run()
+                        times[who].append(time.perf_counter() - started)
+            label = f"{name} rows={rows} frames={length}"
+            out[label] = {who: 1e3 * statistics.median(t[1:]) for who, t in times.items()}
+            print(label, {who: round(ms) for who, ms in out[label].items()}, flush=True)
+    write_json(work / "graphs.json", out)
+
+
 if __name__ == "__main__":
-    commands = {"build": build, "step": step, "validate": validate, "bench": bench}
+    commands = {
+        "build": build,
+        "step": step,
+        "validate": validate,
+        "bench": bench,
+        "graphs": graphs,
+    }
     commands[sys.argv[1]](Path(sys.argv[2]))

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from omniforge.artifacts import read_json
 from omniforge.errors import ArtifactError
 from omniforge.params import Params
@@ -28,9 +30,13 @@ FINGERPRINT = "fingerprint"
 MEASURED_AT = "measured_at"
 # The CPU model the figures were timed on: ``omniforge show`` says so beside them.
 MEASURED_ON = "measured_on"
-# The params a timing depends on: the model's dims, the timing plan and the decode settings,
-# and the seed of the benchmark's inputs.
+# The params a graph's timing depends on: the model's dims, the timing plan and the decode
+# settings, and the seed of the benchmark's inputs.
 TIMING_PARAMS = ("model", "benchmark", "talker_kv")
+# An assembly's (Token2Wav's) whole syntheses: its synthesis settings instead of the decode's.
+SYNTHESIS_TIMING_PARAMS = ("model", "benchmark", "token2wav")
+# The voice chain: the synthesis settings and the chain's own (question, setting, turns).
+CHAIN_TIMING_PARAMS = ("model", "benchmark", "token2wav", "chain")
 # The code that times and runs the graphs: a change there re-times everything.
 TIMING_CODE = ("benchmark", "runtime")
 
@@ -64,11 +70,11 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def context(params: Params) -> dict[str, Any]:
+def context(params: Params, timing_params: tuple[str, ...] = TIMING_PARAMS) -> dict[str, Any]:
     """Everything but the bytes that a component's timings depend on."""
     settings = params.as_dict()
     return {
-        "params": {key: settings[key] for key in TIMING_PARAMS},
+        "params": {key: settings[key] for key in timing_params},
         "seed": params.validate_.seed,
         "code": code_digest(),
         "machine": machine(),
@@ -103,6 +109,20 @@ def previous_report(path: Path) -> dict[str, Any]:
     if not isinstance(report, dict):
         raise ArtifactError(f"{path}: expected a JSON object, found a {type(report).__name__}")
     return report
+
+
+def kept_audio(folder: Path, stems: list[str]) -> dict[str, np.ndarray] | None:
+    """The waveforms a previous run wrote (``<stem>.wav`` in ``folder``), or None if one is
+    missing or unreadable: figures are only kept with the audio they were measured with."""
+    from omniforge.runtime.wav import read_wav
+
+    waveforms = {}
+    for stem in stems:
+        try:
+            waveforms[stem], _ = read_wav(Path(folder) / f"{stem}.wav")
+        except ArtifactError:
+            return None
+    return waveforms
 
 
 def kept(previous: dict[str, Any], variant: str, key: str) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from omniforge.artifacts import write_json
 from omniforge.benchmark.chain import (
     benchmark_chain,
     check_fp32_set,
@@ -15,6 +16,7 @@ from omniforge.benchmark.chain import (
     render_timeline,
     write_replies,
 )
+from omniforge.benchmark.reuse import previous_report
 from omniforge.errors import ContractError
 from omniforge.params import Gate, Params
 
@@ -72,33 +74,44 @@ def test_the_chain_is_timed_beside_pytorch(
 def assert_kept_while_unchanged(
     params: Params, published: Path, report: dict, waveforms: dict, tmp_path: Path
 ) -> None:
-    """A second run with the same question, links, params and replies keeps the figures;
-    without the replies, or with another question, the chain is timed again."""
+    """A second run with the same question, links, params and replies keeps the figures
+    (and still checks the fp32 set); without the replies, with another run's, or with another
+    question, the chain is timed again."""
     import shutil
 
-    from omniforge.benchmark import children
+    from omniforge.benchmark import chain, children
 
     listen = tmp_path / "listen"
     write_replies(listen, waveforms)
+    write_json(tmp_path / "chain.json", report)
+    previous = previous_report(tmp_path / "chain.json")
     timed: list[str] = []
+    checked: list[dict] = []
 
     def run_in_child(what: str, *args: object) -> None:
         timed.append(what)
         raise RuntimeError(what)
 
+    def timed_again(question: Path = QUESTION) -> list[str]:
+        timed.clear()
+        with pytest.raises(RuntimeError):
+            benchmark_chain(params, published, question, previous, listen)
+        return list(timed)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(children, "run_in_child", run_in_child)
-        again = benchmark_chain(params, published, QUESTION, report, listen)
-        assert timed == []
+        patch.setattr(chain, "check_fp32_set", lambda figures, gate: checked.append(figures))
+        again = benchmark_chain(params, published, QUESTION, previous, listen)
+        assert timed == [] and checked == [previous["fp32"]]
         assert np.array_equal(again.pop("waveforms")["fp32"], waveforms["fp32"])
-        assert again == report
+        assert again == previous
         (listen / "fastest.wav").unlink()
-        with pytest.raises(RuntimeError, match="chain \\(torch\\)"):
-            benchmark_chain(params, published, QUESTION, report, listen)
+        assert timed_again() == ["chain (torch)"]
+        shutil.copy(listen / "torch.wav", listen / "fastest.wav")  # another reply in its place
+        assert timed_again() == ["chain (torch)"]
         write_replies(listen, waveforms)
         other = tmp_path / "question.wav"
         shutil.copy(QUESTION, other)
         with other.open("ab") as question:  # a trailing byte: same audio, other bytes
             question.write(b"\0")
-        with pytest.raises(RuntimeError, match="chain \\(torch\\)"):
-            benchmark_chain(params, published, other, report, listen)
+        assert timed_again(other) == ["chain (torch)"]

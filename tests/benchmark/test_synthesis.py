@@ -4,12 +4,15 @@ from the same noise, with WAVs to listen to and the plots' data."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.io.wavfile
 
+from omniforge.artifacts import write_json
 from omniforge.benchmark.plots import render_latency_png
+from omniforge.benchmark.reuse import previous_report
 from omniforge.benchmark.synthesis import benchmark_token2wav, render_spectrograms
 from omniforge.params import parse_params
 from omniforge.runtime.token2wav import snr_db
@@ -74,14 +77,18 @@ def test_the_wavs_to_listen_to_are_the_same_utterance(
 
 
 class Timed(Exception):
-    """Raised by the stand-in for run_in_child: something was about to be timed."""
+    """Raised by the stand-in for run_in_child: a variant was about to be timed."""
 
 
 def test_unchanged_variants_keep_their_figures_and_audio(
-    report: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch, tiny_root: Path
+    report: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch, tiny_root: Path, tmp_path: Path
 ) -> None:
     figures, listen = report
-    previous = {k: v for k, v in figures.items() if k != "spectrograms"}
+    # What the stage reads back: the report as written to JSON.
+    write_json(
+        tmp_path / "token2wav.json", {k: v for k, v in figures.items() if k != "spectrograms"}
+    )
+    previous = previous_report(tmp_path / "token2wav.json")
     params = parse_params(
         {"model": {"preset": "tiny"}, "token2wav": {"bench_codes": 80, "bench_repeats": 1}}
     )
@@ -93,6 +100,12 @@ def test_unchanged_variants_keep_their_figures_and_audio(
             return {**previous["torch"], "waveforms": {}, "noise": None}
         raise Timed(what)
 
+    def timed_again(params: Any = params) -> list[str]:
+        timed.clear()
+        with pytest.raises(Timed):
+            benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
+        return list(timed)
+
     monkeypatch.setattr("omniforge.benchmark.children.run_in_child", run_in_child)
     again = benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
     assert timed == []
@@ -102,16 +115,23 @@ def test_unchanged_variants_keep_their_figures_and_audio(
     _, fp32_default = scipy.io.wavfile.read(listen / "fp32-default.wav")
     assert np.array_equal(again["spectrograms"]["ONNX fp32 offline"], fp32_default)
 
-    # A kept variant's audio gone: PyTorch and that variant are timed again, not the other.
+    # A kept variant's audio gone, or another run's in its place: PyTorch and that variant
+    # are timed again, not the one before it.
+    saved = (listen / "int8-fast_stream.wav").read_bytes()
     (listen / "int8-fast_stream.wav").unlink()
-    with pytest.raises(Timed):
-        benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
-    assert timed == ["token2wav (torch)", "token2wav-int8"]
-    # Another synthesis setting: every variant is timed again.
+    assert timed_again() == ["token2wav (torch)", "token2wav-int8"]
+    (listen / "int8-fast_stream.wav").write_bytes((listen / "int8-fast.wav").read_bytes())
+    assert timed_again() == ["token2wav (torch)", "token2wav-int8"]
+    (listen / "int8-fast_stream.wav").write_bytes(saved)
+    # PyTorch's audio gone: every ratio would pair figures of two runs, so all are timed.
+    saved = (listen / "torch-fast.wav").read_bytes()
+    (listen / "torch-fast.wav").unlink()
+    assert timed_again() == ["token2wav (torch)", "token2wav-fp32"]
+    (listen / "torch-fast.wav").write_bytes(saved)
+    # Another utterance: every variant is timed again; another validate_codes is not timed.
+    other = {"model": {"preset": "tiny"}, "token2wav": {"bench_codes": 64, "bench_repeats": 1}}
+    assert timed_again(parse_params(other)) == ["token2wav (torch)", "token2wav-fp32"]
+    other["token2wav"] = {"bench_codes": 80, "bench_repeats": 1, "validate_codes": 7}
     timed.clear()
-    other = parse_params(
-        {"model": {"preset": "tiny"}, "token2wav": {"bench_codes": 64, "bench_repeats": 1}}
-    )
-    with pytest.raises(Timed):
-        benchmark_token2wav(other, "token2wav", tiny_root / "variants", listen, previous)
-    assert timed == ["token2wav (torch)", "token2wav-fp32"]
+    benchmark_token2wav(parse_params(other), "token2wav", tiny_root / "variants", listen, previous)
+    assert timed == []

@@ -26,16 +26,19 @@ from typing import Any
 import numpy as np
 
 from omniforge.benchmark.reuse import (
-    CHAIN_TIMING_PARAMS,
+    CHAIN_TIMING,
     FINGERPRINT,
     MEASURED_AT,
     MEASURED_ON,
+    WAVS,
     context,
     kept_audio,
     machine,
+    wav_digests,
 )
 from omniforge.benchmark.timing import peak_rss_mb
-from omniforge.errors import ContractError
+from omniforge.errors import ArtifactError, ContractError
+from omniforge.runtime.token2wav import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +223,17 @@ def chain_fingerprint(
     from omniforge.runtime.manifest import load_manifest
 
     by_name = {entry.name: entry for entry in load_manifest(published).artifacts}
-    links = {
-        name: {link: [asdict(r) for r in by_name[a].records()] for link, a in names.items()}
-        for name, names in sets.items()
-    }
+    links: dict[str, dict[str, Any]] = {}
+    for name, names in sets.items():
+        for link, artifact in names.items():
+            if artifact not in by_name:
+                raise ArtifactError(
+                    f"{published}: the {name} set's {link} {artifact} is not published (was it "
+                    "refused? see metrics/publish.json)"
+                )
+            links.setdefault(name, {})[link] = [asdict(r) for r in by_name[artifact].records()]
     key = {
-        "context": context(params, CHAIN_TIMING_PARAMS),
+        "context": context(params, CHAIN_TIMING),
         "question": hashlib.sha256(Path(question).read_bytes()).hexdigest(),
         "sets": sets,
         "links": links,
@@ -243,8 +251,8 @@ def benchmark_chain(
     """The chain's table: PyTorch eager and every chain set, side by side in one run.
 
     ``previous`` and ``listen``: the stage's last report and the folder of its replies; when
-    the fingerprint is unchanged and the replies are there, they are kept (and the fp32 set
-    still checked against today's gate)."""
+    the fingerprint is unchanged and the replies are still the files the report recorded,
+    both are kept (and the fp32 set still checked against today's gate)."""
     from omniforge.benchmark.children import run_in_child
     from omniforge.runtime.token2wav import snr_db
     from omniforge.runtime.voice import fastest_published
@@ -253,7 +261,8 @@ def benchmark_chain(
     key = chain_fingerprint(params, published, question, sets)
     replies = None
     if previous and previous.get(FINGERPRINT) == key and listen is not None:
-        replies = kept_audio(listen, ["torch", *sets])
+        recorded = previous.get(WAVS)
+        replies = kept_audio(listen, recorded) if isinstance(recorded, dict) else None
     if replies is not None and previous is not None:
         log.info("chain: question, links, params, code and machine unchanged: figures kept")
         check_fp32_set(previous["fp32"], params.publish.gates.get("fp32"))
@@ -278,7 +287,7 @@ def benchmark_chain(
     torch_codes = eager.pop("codes")
     noise = eager.pop("noise")
     eager["codes"] = int(torch_codes.size)
-    eager["audio_s"] = waveforms["torch"].size / 24_000
+    eager["audio_s"] = waveforms["torch"].size / SAMPLE_RATE
     eager["real_time_factor"] = eager["total_ms"] / 1000 / eager["audio_s"]
     report["torch"] = eager
     for name, names in sets.items():
@@ -304,6 +313,7 @@ def benchmark_chain(
         )
         report[name] = figures
     check_fp32_set(report["fp32"], params.publish.gates.get("fp32"))
+    report[WAVS] = wav_digests(waveforms, SAMPLE_RATE)
     report["waveforms"] = waveforms
     return report
 
@@ -333,7 +343,7 @@ def write_replies(folder: Path, waveforms: dict[str, np.ndarray]) -> None:
 
     with atomic_directory(folder) as tmp:
         for name, waveform in waveforms.items():
-            write_wav(tmp / f"{name}.wav", waveform, 24_000)
+            write_wav(tmp / f"{name}.wav", waveform, SAMPLE_RATE)
 
 
 def render_timeline(path: Path, report: dict[str, Any]) -> None:

@@ -2,8 +2,9 @@
 
 A variant's figures are kept from the stage's previous report only when everything they
 depend on is the same: the variant's bytes (and those of the graphs it was timed beside),
-the params that shape the timing, the benchmark and runtime code, and the machine (CPU model
-and flags, onnxruntime and numpy versions, host). That key is the entry's ``fingerprint``;
+the params that shape the timing, the code that times and runs it, and the machine (CPU model
+and flags, host, the versions of onnxruntime, numpy, torch and transformers): a
+:class:`Dependence` per benchmark. That key is the entry's ``fingerprint``;
 each entry also says when it was ``measured_at``. PyTorch eager is timed again whenever any
 variant is, so every ratio measured in a run is measured side by side in that run.
 """
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import platform
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,18 +29,56 @@ from omniforge.params import Params
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint"
+# sha256 of each WAV a report's figures were measured with (Token2Wav's and the chain's).
+WAVS = "wavs"
 MEASURED_AT = "measured_at"
 # The CPU model the figures were timed on: ``omniforge show`` says so beside them.
 MEASURED_ON = "measured_on"
-# The params a graph's timing depends on: the model's dims, the timing plan and the decode
-# settings, and the seed of the benchmark's inputs.
-TIMING_PARAMS = ("model", "benchmark", "talker_kv")
-# An assembly's (Token2Wav's) whole syntheses: its synthesis settings instead of the decode's.
-SYNTHESIS_TIMING_PARAMS = ("model", "benchmark", "token2wav")
-# The voice chain: the synthesis settings and the chain's own (question, setting, turns).
-CHAIN_TIMING_PARAMS = ("model", "benchmark", "token2wav", "chain")
-# The code that times and runs the graphs: a change there re-times everything.
-TIMING_CODE = ("benchmark", "runtime")
+
+
+@dataclass(frozen=True)
+class Dependence:
+    """What a benchmark's figures depend on besides the bytes they time: params (sections or
+    dotted fields of params.yaml) and the package's code (folders or files)."""
+
+    params: tuple[str, ...]
+    code: tuple[str, ...]
+
+
+# A graph's timing: the model's dims, the timing plan, the decode settings and the seed of
+# the inputs; the code that times and runs the graphs.
+GRAPH_TIMING = Dependence(
+    params=("model", "benchmark", "talker_kv", "validate.seed"), code=("benchmark", "runtime")
+)
+# Token2Wav's whole syntheses: the synthesis settings and the utterance. PyTorch's side is
+# built by the sources: their code too.
+SYNTHESIS_TIMING = Dependence(
+    params=(
+        "model",
+        "benchmark.threads",
+        "benchmark.compare_torch",
+        "validate.seed",
+        "token2wav.metadata",
+        "token2wav.settings",
+        "token2wav.stream",
+        "token2wav.bench_codes",
+        "token2wav.bench_repeats",
+    ),
+    code=("benchmark", "runtime", "sources"),
+)
+# The voice chain: its question, setting and turns, the synthesis settings; its PyTorch side
+# (the reference codes and audio the fp32 set is held against) comes from reference.py.
+CHAIN_TIMING = Dependence(
+    params=(
+        "model",
+        "benchmark.threads",
+        "token2wav.metadata",
+        "token2wav.settings",
+        "token2wav.stream",
+        "chain",
+    ),
+    code=("benchmark", "runtime", "sources", "reference.py"),
+)
 
 
 def machine() -> dict[str, str]:
@@ -54,31 +94,43 @@ def machine() -> dict[str, str]:
         "cpu": cpu["model name"],
         "cpu_flags_sha256": hashlib.sha256(cpu["flags"].encode()).hexdigest(),
         "host": platform.node(),
-        "onnxruntime": metadata.version("onnxruntime"),
-        "numpy": metadata.version("numpy"),
+        **{package: _version(package) for package in RUNTIMES},
     }
 
 
-def code_digest() -> str:
-    """sha256 over the timing code's files, by relative path."""
+# What runs the timed code, on either side: a new version re-times.
+RUNTIMES = ("onnxruntime", "numpy", "torch", "transformers")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def code_digest(code: tuple[str, ...]) -> str:
+    """sha256 over the package's files under ``code`` (folders or files), by relative path."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for folder in TIMING_CODE:
-        for path in sorted((package / folder).rglob("*.py")):
-            digest.update(path.relative_to(package).as_posix().encode())
-            digest.update(path.read_bytes())
+    for entry in code:
+        path = package / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode())
+            digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
-def context(params: Params, timing_params: tuple[str, ...] = TIMING_PARAMS) -> dict[str, Any]:
-    """Everything but the bytes that a component's timings depend on."""
+def context(params: Params, dependence: Dependence = GRAPH_TIMING) -> dict[str, Any]:
+    """Everything but the bytes that a benchmark's figures depend on."""
     settings = params.as_dict()
-    return {
-        "params": {key: settings[key] for key in timing_params},
-        "seed": params.validate_.seed,
-        "code": code_digest(),
-        "machine": machine(),
-    }
+    values = {}
+    for key in dependence.params:
+        value: Any = settings
+        for part in key.split("."):
+            value = value[part]
+        values[key] = value
+    return {"params": values, "code": code_digest(dependence.code), "machine": machine()}
 
 
 def fingerprint(
@@ -111,16 +163,31 @@ def previous_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def kept_audio(folder: Path, stems: list[str]) -> dict[str, np.ndarray] | None:
-    """The waveforms a previous run wrote (``<stem>.wav`` in ``folder``), or None if one is
-    missing or unreadable: figures are only kept with the audio they were measured with."""
+def wav_digests(waveforms: dict[str, np.ndarray], rate: int) -> dict[str, str]:
+    """sha256 of each WAV as :func:`~omniforge.runtime.wav.write_wav` writes it, by name: the
+    report records which audio its figures were measured with."""
+    from omniforge.runtime.wav import wav_bytes
+
+    return {
+        name: hashlib.sha256(wav_bytes(waveform, rate)).hexdigest()
+        for name, waveform in waveforms.items()
+    }
+
+
+def kept_audio(folder: Path, digests: dict[str, str]) -> dict[str, np.ndarray] | None:
+    """The waveforms a previous run wrote (``<stem>.wav`` in ``folder``), by stem, if each file
+    is still the one whose sha256 its report recorded; else None (missing, unreadable or
+    another run's audio: the report and the DVC-tracked WAVs can part ways)."""
     from omniforge.runtime.wav import read_wav
 
     waveforms = {}
-    for stem in stems:
+    for stem, digest in digests.items():
+        path = Path(folder) / f"{stem}.wav"
         try:
-            waveforms[stem], _ = read_wav(Path(folder) / f"{stem}.wav")
-        except ArtifactError:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+                return None
+            waveforms[stem], _ = read_wav(path)
+        except (OSError, ArtifactError):
             return None
     return waveforms
 

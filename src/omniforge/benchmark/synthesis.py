@@ -167,12 +167,16 @@ def timed_stream(t2w: Any, codes: np.ndarray, config: Any, settings: Any, noise:
     return spoken, latencies
 
 
-def heard(listen_dir: Path, who: str, names: list[str]) -> dict[str, np.ndarray] | None:
-    """What a previous run wrote for ``who`` (``<who>-<name>.wav``), by name, or None."""
-    from omniforge.benchmark.reuse import kept_audio
+def kept_wavs(listen_dir: Path, who: str, entry: Any) -> dict[str, np.ndarray] | None:
+    """The WAVs a previous run wrote for ``who`` (``<who>-<name>.wav``), by name, if each is
+    still the file whose sha256 its report ``entry`` recorded under ``wavs``; else None."""
+    from omniforge.benchmark.reuse import WAVS, kept_audio
 
-    audio = kept_audio(listen_dir, [f"{who}-{name}" for name in names])
-    return None if audio is None else {name: audio[f"{who}-{name}"] for name in names}
+    recorded = entry.get(WAVS) if isinstance(entry, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    audio = kept_audio(listen_dir, {f"{who}-{name}": digest for name, digest in recorded.items()})
+    return None if audio is None else {name: audio[f"{who}-{name}"] for name in recorded}
 
 
 def benchmark_token2wav(
@@ -188,18 +192,20 @@ def benchmark_token2wav(
     before the report is written).
 
     ``previous``: the stage's last report. A variant whose fingerprint (its graphs' bytes, the
-    synthesis params, the timing code, the machine: :mod:`.reuse`) is unchanged and whose WAVs
-    are still in ``listen_dir`` keeps its figures and audio; PyTorch is timed again whenever
-    any variant is, so every ratio is measured side by side in one run.
+    synthesis params, the code, the machine: :mod:`.reuse`) is unchanged and whose WAVs, and
+    PyTorch's, are still the files it recorded in ``listen_dir`` keeps its figures and audio;
+    PyTorch is timed again whenever any variant is, so every ratio is measured side by side.
     """
     from omniforge.artifacts import atomic_directory, graph_files, graphs_bytes, records_as_dicts
     from omniforge.benchmark.children import run_in_child
     from omniforge.benchmark.reuse import (
         FINGERPRINT,
-        SYNTHESIS_TIMING_PARAMS,
+        SYNTHESIS_TIMING,
+        WAVS,
         context,
         fingerprint,
         kept,
+        wav_digests,
     )
     from omniforge.components import get_assembly
     from omniforge.params import DEFAULT_SETTING, FP32
@@ -210,25 +216,27 @@ def benchmark_token2wav(
     seed = params.validate_.seed
     settings = params.token2wav
     previous = previous or {}
-    run_context = context(params, SYNTHESIS_TIMING_PARAMS)
+    run_context = context(params, SYNTHESIS_TIMING)
     variants = assembly.variants(params)
     graphs = {v: assembly.graph_dirs(v, params, variants_root) for v in variants}
     files = {v: records_as_dicts(graph_files(graphs[v])) for v in variants}
     keys = {v: fingerprint(run_context, v, files[v], None) for v in variants}
-    spoken_names = [*settings.settings, *(f"{s}_stream" for s in settings.settings)]
+    compare_torch = params.benchmark.compare_torch
+    # A variant's speedups were measured beside PyTorch's audio: without it, nothing is kept.
+    torch_audio = kept_wavs(listen_dir, "torch", previous.get("torch")) if compare_torch else {}
     waveforms: dict[str, dict[str, np.ndarray]] = {}
     for variant in variants:
-        audio = heard(listen_dir, variant, spoken_names)
-        if kept(previous, variant, keys[variant]) is not None and audio is not None:
+        entry = kept(previous, variant, keys[variant])
+        audio = kept_wavs(listen_dir, variant, entry)
+        if entry is not None and audio is not None and torch_audio is not None:
             waveforms[variant] = audio
     stale = [v for v in variants if v not in waveforms]
-    torch_audio = heard(listen_dir, "torch", list(settings.settings))
     torch_report: dict[str, Any] = {}
     noise = None
-    if params.benchmark.compare_torch and not stale and "torch" in previous and torch_audio:
+    if compare_torch and not stale and torch_audio:
         log.info("%s: every variant unchanged: its figures and PyTorch's are kept", name)
         torch_report, waveforms["torch"] = previous["torch"], torch_audio
-    elif params.benchmark.compare_torch:
+    elif compare_torch:
         log.info("%s: PyTorch eager, %d settings", name, len(settings.settings))
         torch_report = run_in_child(
             f"{name} (torch)",
@@ -238,6 +246,7 @@ def benchmark_token2wav(
             seed,
         )
         waveforms["torch"] = torch_report.pop("waveforms")
+        torch_report[WAVS] = wav_digests(waveforms["torch"], SAMPLE_RATE)
         noise = torch_report.pop("noise")
     if noise is None:  # the same noise shape, drawn without torch
         from omniforge.sources import open_source
@@ -268,6 +277,7 @@ def benchmark_token2wav(
             seed,
         )
         waveforms[variant] = figures.pop("waveforms")
+        figures[WAVS] = wav_digests(waveforms[variant], SAMPLE_RATE)
         for setting, timing in figures["settings"].items():
             if torch_report:
                 torch_s = torch_report["settings"][setting]["offline_s"]

@@ -110,6 +110,9 @@ class Component(ArtifactKind):
     # After onnxsim: 1-D convolutions as the 2-D ones onnxruntime's CPU kernels run fastest
     # (passes/conv2d.py).
     convs_as_2d: ClassVar[bool] = False
+    # After onnxsim: the NaN guard after each attention softmax dropped, for a component whose
+    # attention never masks a whole row (passes/softmax_guard.py).
+    drop_softmax_nan_guards: ClassVar[bool] = False
     # Another component computing the same thing the plain way: this one's variants are
     # timed beside that one's, so speedups are measured side by side.
     baseline: ClassVar[str | None] = None

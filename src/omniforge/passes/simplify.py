@@ -20,6 +20,7 @@ from omniforge.artifacts import (
 from omniforge.errors import ArtifactError
 from omniforge.params import SimplifyParams
 from omniforge.passes.conv2d import convs_as_2d
+from omniforge.passes.softmax_guard import drop_softmax_nan_guards
 from omniforge.progress import heartbeat
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ def simplify_artifact(
     src_dir: Path, out_dir: Path, params: SimplifyParams, component: Component
 ) -> Path:
     """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically), then the graph
-    passes ``component`` asks for (``convs_as_2d``: passes/conv2d.py).
+    passes ``component`` asks for (``convs_as_2d``: passes/conv2d.py;
+    ``drop_softmax_nan_guards``: passes/softmax_guard.py).
 
     A component that is not simplified (a graph the fuse pass wrote, already in the ops it
     should run as) is copied as it is.
@@ -63,6 +65,8 @@ def simplify_artifact(
     )
     if component.convs_as_2d:
         log.info("%s: %d 1-D convolutions rewritten as 2-D", source, convs_as_2d(model))
+    if component.drop_softmax_nan_guards:
+        log.info("%s: %d softmax NaN guards dropped", source, drop_softmax_nan_guards(model))
     with atomic_directory(out_dir) as tmp:
         save_model(model, tmp)
         check_artifact(tmp)

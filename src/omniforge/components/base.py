@@ -113,6 +113,9 @@ class Component(ArtifactKind):
     # After onnxsim: the NaN guard after each attention softmax dropped, for a component whose
     # attention never masks a whole row (passes/softmax_guard.py).
     drop_softmax_nan_guards: ClassVar[bool] = False
+    # After the guards are gone: each attention as onnxruntime's MultiHeadAttention, block-local
+    # where the mask allows (passes/multihead_attention.py; transformers' DiT attention only).
+    fuse_multihead_attention: ClassVar[bool] = False
     # Another component computing the same thing the plain way: this one's variants are
     # timed beside that one's, so speedups are measured side by side.
     baseline: ClassVar[str | None] = None

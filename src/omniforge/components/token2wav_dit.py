@@ -32,6 +32,10 @@ class Token2WavDiT(Component):
     # Every frame attends to its own block (transformers' block mask keeps block_diff 0), so
     # no softmax row is fully masked: torch's NaN guard after it never fires.
     drop_softmax_nan_guards = True
+    # Its attentions, RoPE on the first head and all, as fused ops; the 19 of 22 layers
+    # without look-ahead or look-back attend one 24-frame block at a time (1.10x per
+    # full-size int8 evaluation, bit-identical).
+    fuse_multihead_attention = True
     consumes: ClassVar[dict[str, str]] = {
         "code_embed": CODE_EMBEDDING,
         "speaker_embed": SPEAKER_EMBEDDING,

@@ -20,6 +20,7 @@ from omniforge.artifacts import (
 from omniforge.errors import ArtifactError
 from omniforge.params import SimplifyParams
 from omniforge.passes.conv2d import convs_as_2d
+from omniforge.passes.multihead_attention import fuse_multihead_attention
 from omniforge.passes.softmax_guard import drop_softmax_nan_guards
 from omniforge.progress import heartbeat
 
@@ -34,7 +35,8 @@ def simplify_artifact(
 ) -> Path:
     """onnxsim ``src_dir``'s graph into ``out_dir`` (replaced atomically), then the graph
     passes ``component`` asks for (``convs_as_2d``: passes/conv2d.py;
-    ``drop_softmax_nan_guards``: passes/softmax_guard.py).
+    ``drop_softmax_nan_guards``: passes/softmax_guard.py; ``fuse_multihead_attention``:
+    passes/multihead_attention.py, which matches the softmax without its guard).
 
     A component that is not simplified (a graph the fuse pass wrote, already in the ops it
     should run as) is copied as it is.
@@ -67,6 +69,9 @@ def simplify_artifact(
         log.info("%s: %d 1-D convolutions rewritten as 2-D", source, convs_as_2d(model))
     if component.drop_softmax_nan_guards:
         log.info("%s: %d softmax NaN guards dropped", source, drop_softmax_nan_guards(model))
+    if component.fuse_multihead_attention:
+        fused = fuse_multihead_attention(model)
+        log.info("%s: %d attentions fused as MultiHeadAttention", source, fused)
     with atomic_directory(out_dir) as tmp:
         save_model(model, tmp)
         check_artifact(tmp)

@@ -269,9 +269,10 @@ def fuse_multihead_attention(model: onnx.ModelProto) -> int:
     del graph.value_info[:]
     graph.value_info.extend(shapes)
     used = {name for node in kept for name in node.input}
-    initial = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(initial)
+    # In place, from the end: extending a repeated field copies every weight it is given.
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name not in used:
+            del graph.initializer[index]
     if not any(entry.domain == CONTRIB for entry in model.opset_import):
         model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
     return len(matches)

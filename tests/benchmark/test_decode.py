@@ -16,6 +16,7 @@ from omniforge.benchmark.decode import (
     bench_decode_torch,
     with_torch,
 )
+from omniforge.benchmark.plots import decode_table
 from omniforge.benchmark.run import beside_dirs, variant_files
 from omniforge.components import get_component
 from omniforge.params import Params, parse_params
@@ -67,9 +68,14 @@ def test_decode_benchmark_of_a_plain_graph_with_torch(
     )
     # int4 reads fewer weight bytes per step than the fp32 PyTorch module.
     assert report["weight_bytes_per_step"] < report["torch_weight_bytes_per_step"]
-    rows = report["decode_table"]
+    rows = decode_table({"int4": report})
     assert [r["past_sequence_length"] for r in rows] == [4, 16]
-    assert {"p50_ms", "torch_best_p50_ms", "floor_ms", "variant"} <= set(rows[0])
+    assert set(rows[0]) == {
+        "past_sequence_length",
+        "int4_iobinding_p50_ms",
+        "int4_floor_ms",
+        "torch_best_p50_ms",
+    }
     assert "decode_speedup_vs_baseline" not in report
     assert "decode_speedup_vs_reference" not in report
 

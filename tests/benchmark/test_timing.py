@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from omniforge.benchmark.latency import codec_rates
-from omniforge.benchmark.plots import latency_table
+from omniforge.benchmark.plots import latency_table, plot_rows
 from omniforge.benchmark.timing import SideBySide, summarize, time_calls, time_side_by_side
 from omniforge.components.base import BenchmarkCase
 from omniforge.talker_io import CODES_PER_SECOND
@@ -66,3 +66,32 @@ def test_latency_table_has_one_column_per_contender() -> None:
         {"sequence_length": 8, "torch_p50_ms": 2.0, "int8_p50_ms": 1.0},
         {"sequence_length": 16, "torch_p50_ms": 4.0, "int8_p50_ms": 1.5},
     ]
+
+
+def test_kept_decode_figures_plot_as_new_ones() -> None:
+    """A KV talker's plot reads each variant's decode figures, so a variant whose figures are
+    kept from the last report (JSON round trip) plots the same series as when timed."""
+    import json
+
+    cases = [BenchmarkCase("past=4", 4, {"x": np.zeros(1)})]
+    decode = {"past_4": {"p50_ms": 1.25, "floor_ms": 0.5, "torch_best_p50_ms": 3.0}}
+    report = {
+        "torch": {"latency": {"past=4": {"p50_ms": 2.0}}},
+        "int8": {"latency": {"past=4": {"p50_ms": 1.0}}, "decode": decode},
+    }
+    timed = plot_rows(report, cases, "past_sequence_length")
+    kept = plot_rows(json.loads(json.dumps(report)), cases, "past_sequence_length")
+    assert (
+        timed
+        == kept
+        == [
+            {
+                "past_sequence_length": 4,
+                "torch_p50_ms": 2.0,
+                "int8_p50_ms": 1.0,
+                "int8_iobinding_p50_ms": 1.25,
+                "int8_floor_ms": 0.5,
+                "torch_best_p50_ms": 3.0,
+            }
+        ]
+    )

@@ -84,7 +84,7 @@ def bench_decode_onnx(
     batch = timing.batch
     probe = BandwidthProbe(timing.threads, settings.bandwidth_mib << 20)
     weights = decode_weight_bytes(model_path(Path(model_dir)), rows=batch)["weight_bytes"]
-    report: dict[str, Any] = {"decode": {}, "decode_table": []}
+    report: dict[str, Any] = {"decode": {}}
     for past in decode_pasts(timing.lengths[component], settings.bench_reference_past):
         log.info("%s: decode step at past %d", variant, past)
         inputs = step_inputs(dims, batch, 1, past, seed=past)
@@ -114,7 +114,6 @@ def bench_decode_onnx(
             row[f"{name}_p50_ms"] = timed.summary[name]["p50_ms"]
             row[f"speedup_vs_{name}"] = timed.speedup(name, over="graph")
         report["decode"][f"past_{past}"] = row
-        report["decode_table"].append({"past_sequence_length": past, "variant": variant} | row)
     prompt_graph = model_path(Path(prefill_dir or model_dir))
     report |= prefill(runtime, beside, dims, params, weight_multiply_adds(prompt_graph))
     report |= first_code_and_utterance(runtime, dims, params)
@@ -340,10 +339,6 @@ def with_torch(report: dict[str, Any], eager: dict[str, Any]) -> dict[str, Any]:
             "speedup_vs_torch": torch_row["torch_best_p50_ms"] / row["p50_ms"],
             "torch_floor_multiple": torch_row["torch_best_p50_ms"] / torch_floor_ms,
         }
-    for row in report["decode_table"]:
-        row["torch_best_p50_ms"] = eager["decode"][f"past_{row['past_sequence_length']}"][
-            "torch_best_p50_ms"
-        ]
     at_reference = report["decode"][reference]
     prefill = eager["prefill"]
     return report | {

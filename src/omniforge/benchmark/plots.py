@@ -13,21 +13,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from omniforge.components.base import BenchmarkCase
 
+DECODE_SUFFIX, FLOOR_SUFFIX, P50_SUFFIX = "_iobinding_p50_ms", "_floor_ms", "_p50_ms"
+DECODE_X = "past_sequence_length"
 
-def pop_decode_table(
-    report: dict[str, Any], x: str = "past_sequence_length"
-) -> list[dict[str, Any]]:
-    """Remove the per-variant decode rows an extra benchmark left in ``report``; return them
-    as one row per cache length: per variant the P50 with IO binding and the memory-bandwidth
-    floor, and PyTorch eager's best P50 (of 1 and ``threads`` threads)."""
+
+def decode_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per cache length of the variants' decode figures (``decode``: ``past_<n>``
+    rows, new or kept from the last run alike): per variant the P50 with IO binding and the
+    memory-bandwidth floor, and PyTorch eager's best P50 (of 1 and ``threads`` threads)."""
     wide: dict[int, dict[str, Any]] = {}
-    for figures in report.values():
-        if not isinstance(figures, dict) or "decode_table" not in figures:
+    for variant, figures in report.items():
+        if not isinstance(figures, dict) or not isinstance(figures.get("decode"), dict):
             continue
-        for row in figures.pop("decode_table"):
-            out = wide.setdefault(row[x], {x: row[x]})
-            out[f"{row['variant']}_iobinding_p50_ms"] = round(row["p50_ms"], 4)
-            out[f"{row['variant']}_floor_ms"] = round(row["floor_ms"], 4)
+        for key, row in figures["decode"].items():
+            past = int(key.removeprefix("past_"))
+            out = wide.setdefault(past, {DECODE_X: past})
+            out[f"{variant}{DECODE_SUFFIX}"] = round(row["p50_ms"], 4)
+            out[f"{variant}{FLOOR_SUFFIX}"] = round(row["floor_ms"], 4)
             if "torch_best_p50_ms" in row:
                 out["torch_best_p50_ms"] = round(row["torch_best_p50_ms"], 4)
     return [wide[key] for key in sorted(wide)]
@@ -59,10 +61,9 @@ def merge_rows(
 def plot_rows(
     report: dict[str, Any], cases: list[BenchmarkCase], length_name: str
 ) -> list[dict[str, Any]]:
-    """The latency plot's rows: P50 per contender per length, with the decode columns an
-    extra benchmark left in ``report`` (removed from it: they are plot data, not metrics)."""
-    decode_rows = pop_decode_table(report)
-    return merge_rows(latency_table(report, cases, length_name), decode_rows, length_name)
+    """The latency plot's rows: P50 per contender per length, with a KV talker's decode
+    columns (:func:`decode_table`)."""
+    return merge_rows(latency_table(report, cases, length_name), decode_table(report), length_name)
 
 
 # What each component's benchmark lengths are, for the x axis.
@@ -72,7 +73,6 @@ X_LABELS = {
     "frames": "audio-encoder frames",
     "chunk": "stream chunk, in order (transformers' default setting)",
 }
-DECODE_SUFFIX, FLOOR_SUFFIX, P50_SUFFIX = "_iobinding_p50_ms", "_floor_ms", "_p50_ms"
 
 
 def plot_series(rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -285,7 +285,8 @@ class _Emitter:
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
-        self.shared: dict[tuple[object, ...], str] = {}
+        self.signed_sin: dict[str, str] = {}  # per sin table
+        self.blocks: dict[int, _Blocks] = {}  # per block size
 
     def node(self, op: str, inputs: list[str], name: str, **attributes: object) -> str:
         from onnx import helper
@@ -339,8 +340,12 @@ class _Emitter:
                 [unblocked, self.ints([0]), blocks.frames, self.ints([1])],
                 f"{prefix}_frames",
             )
+        # Written under the name of the Transpose it replaces, which the rest of the graph reads.
+        from onnx import helper
+
+        shape = self.ints([0, 0, heads, dim])
         self.nodes.append(
-            _reshape(fused, self.ints([0, 0, heads, dim]), attention.output, f"{prefix}_heads")
+            helper.make_node("Reshape", [fused, shape], [attention.output], name=f"{prefix}_heads")
         )
 
     def rotated(self, attention: _Attention, operand: str, prefix: str) -> str:
@@ -356,9 +361,9 @@ class _Emitter:
             identity[..., np.r_[0:dim:2, 1:dim:2]], f"mha_deinterleave_{dim}"
         )
         rotate = self.constant(identity[..., np.r_[1:dim:2, 0:dim:2]], f"mha_rotate_half_{dim}")
-        if ("sin", attention.sin) not in self.shared:
+        if attention.sin not in self.signed_sin:
             sign = np.repeat(np.array([-1.0, 1.0], np.float32), dim // 2)
-            self.shared["sin", attention.sin] = self.node(
+            self.signed_sin[attention.sin] = self.node(
                 "Mul",
                 [attention.sin, self.constant(sign, f"mha_rotate_half_sign_{dim}")],
                 f"mha_signed_{attention.sin}",
@@ -379,7 +384,7 @@ class _Emitter:
             "Mul",
             [
                 self.node("MatMul", [first, rotate], f"{prefix}_rotated_half"),
-                self.shared["sin", attention.sin],
+                self.signed_sin[attention.sin],
             ],
             f"{prefix}_sin",
         )
@@ -388,8 +393,8 @@ class _Emitter:
 
     def block_geometry(self, query: str, block: int, width: int) -> _Blocks:
         """Shapes and the key mask of one graph's block-local attention, written once."""
-        if ("blocks", block) in self.shared:
-            return _Blocks(*self.shared["blocks", block].split("|"))
+        if block in self.blocks:
+            return self.blocks[block]
         p = f"mha_block{block}"
         size = self.constant(np.array([block], np.int64), f"{p}_size")
         rows = self.node("Shape", [query], f"{p}_rows", start=0, end=1)
@@ -449,9 +454,8 @@ class _Emitter:
             f"{p}_expanded",
         )
         mask = self.node("Reshape", [expanded, self.ints([-1, 1, block, block])], f"{p}_mask")
-        blocks = _Blocks(pads, blocked, unblocked, frames, mask)
-        self.shared["blocks", block] = "|".join(blocks)
-        return blocks
+        self.blocks[block] = _Blocks(pads, blocked, unblocked, frames, mask)
+        return self.blocks[block]
 
 
 class _Blocks(NamedTuple):
@@ -460,12 +464,6 @@ class _Blocks(NamedTuple):
     unblocked: str
     frames: str
     mask: str
-
-
-def _reshape(data: str, shape: str, output: str, name: str) -> onnx.NodeProto:
-    from onnx import helper
-
-    return helper.make_node("Reshape", [data, shape], [output], name=name)
 
 
 def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:

@@ -410,7 +410,7 @@ def test_kill_9_of_the_benchmark_stage_leaves_no_process_alive(broken: Path) -> 
     # Wait until a benchmark worker runs (more than the janitor among the children).
     def worker_running() -> bool:
         assert stage.is_running() and stage.status() != psutil.STATUS_ZOMBIE, "stage ended"
-        return any("omniforge.benchmark.children" in _command(c) for c in stage.children(True))
+        return any("omniforge.children" in _command(c) for c in stage.children(True))
 
     _wait_for(worker_running)
     ours = [stage, *stage.children(recursive=True)]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from omniforge.artifacts import artifact_files, variant_dir
-from omniforge.benchmark.children import run_in_child
 from omniforge.benchmark.compute import weight_multiply_adds
 from omniforge.benchmark.decode import (
     bench_decode_onnx,
@@ -18,6 +17,7 @@ from omniforge.benchmark.decode import (
 )
 from omniforge.benchmark.plots import decode_table
 from omniforge.benchmark.run import beside_dirs, variant_files
+from omniforge.children import run_in_child
 from omniforge.components import get_component
 from omniforge.params import Params, parse_params
 

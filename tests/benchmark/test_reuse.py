@@ -69,7 +69,7 @@ def test_a_changed_variant_is_timed_again_beside_pytorch(
     previous = copy.deepcopy(first)
     previous["int4"][FINGERPRINT] = "measured on other bytes"
     report, started = timed_again(monkeypatch, tiny_variants, params, previous)
-    assert started == ["projection (torch)", "projection-int4"]
+    assert started == ["benchmark of projection (torch)", "benchmark of projection-int4"]
     assert report["int8"] == first["int8"]
     assert report["int4"][FINGERPRINT] == first["int4"][FINGERPRINT]
     assert report["int4"]["measured_at"] >= first["int4"]["measured_at"]

@@ -106,7 +106,7 @@ def test_unchanged_variants_keep_their_figures_and_audio(
             benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
         return list(timed)
 
-    monkeypatch.setattr("omniforge.benchmark.children.run_in_child", run_in_child)
+    monkeypatch.setattr("omniforge.children.run_in_child", run_in_child)
     again = benchmark_token2wav(params, "token2wav", tiny_root / "variants", listen, previous)
     assert timed == []
     for who in ("torch", "fp32", "int8"):
@@ -119,18 +119,21 @@ def test_unchanged_variants_keep_their_figures_and_audio(
     # are timed again, not the one before it.
     saved = (listen / "int8-fast_stream.wav").read_bytes()
     (listen / "int8-fast_stream.wav").unlink()
-    assert timed_again() == ["token2wav (torch)", "token2wav-int8"]
+    assert timed_again() == ["benchmark of token2wav (torch)", "benchmark of token2wav-int8"]
     (listen / "int8-fast_stream.wav").write_bytes((listen / "int8-fast.wav").read_bytes())
-    assert timed_again() == ["token2wav (torch)", "token2wav-int8"]
+    assert timed_again() == ["benchmark of token2wav (torch)", "benchmark of token2wav-int8"]
     (listen / "int8-fast_stream.wav").write_bytes(saved)
     # PyTorch's audio gone: every ratio would pair figures of two runs, so all are timed.
     saved = (listen / "torch-fast.wav").read_bytes()
     (listen / "torch-fast.wav").unlink()
-    assert timed_again() == ["token2wav (torch)", "token2wav-fp32"]
+    assert timed_again() == ["benchmark of token2wav (torch)", "benchmark of token2wav-fp32"]
     (listen / "torch-fast.wav").write_bytes(saved)
     # Another utterance: every variant is timed again; another validate_codes is not timed.
     other = {"model": {"preset": "tiny"}, "token2wav": {"bench_codes": 64, "bench_repeats": 1}}
-    assert timed_again(parse_params(other)) == ["token2wav (torch)", "token2wav-fp32"]
+    assert timed_again(parse_params(other)) == [
+        "benchmark of token2wav (torch)",
+        "benchmark of token2wav-fp32",
+    ]
     other["token2wav"] = {"bench_codes": 80, "bench_repeats": 1, "validate_codes": 7}
     timed.clear()
     benchmark_token2wav(parse_params(other), "token2wav", tiny_root / "variants", listen, previous)

@@ -3,6 +3,7 @@ against the same chain in transformers' modules."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -12,12 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from omniforge.artifacts import read_json, write_json
 from omniforge.errors import ArtifactError
 from omniforge.params import FP32, Gate
 from omniforge.publish import publish
 from omniforge.reference import torch_generate_codes, torch_reply
+from omniforge.runtime.custody import TOKEN2WAV
 from omniforge.runtime.features import log_mel_features
 from omniforge.runtime.generation import GenerationConfig
+from omniforge.runtime.manifest import MANIFEST_FILENAME
 from omniforge.runtime.token2wav import SynthesisConfig
 from omniforge.runtime.voice import VoicePipeline, fastest_published
 from omniforge.runtime.wav import read_voice_input, read_wav
@@ -92,6 +96,31 @@ def test_the_fastest_published_links_are_chosen(chain_published: Path) -> None:
         "talker": "talker_kv/fp32",
         "token2wav": "token2wav/fp32",
     }
+
+
+def test_token2wav_is_ranked_at_the_setting_it_will_run(
+    chain_published: Path, tmp_path: Path
+) -> None:
+    """The headline is at transformers' defaults; a chain at a shortcut setting ranks its
+    Token2Wav candidates by their streamed real-time factor at that setting."""
+    manifest = read_json(chain_published / MANIFEST_FILENAME)
+    (fp32,) = (a for a in manifest["artifacts"] if a["component"] == TOKEN2WAV)
+    other = copy.deepcopy(fp32)
+    other["variant"], other["path"] = "int8", "token2wav/int8"
+    rtf = {"fp32": {"default": 9.0, "fast": 2.0}, "int8": {"default": 6.0, "fast": 3.0}}
+    for entry in (fp32, other):
+        figures = rtf[entry["variant"]]
+        entry["metrics"]["headline"]["real_time_factor"] = figures["default"]
+        entry["metrics"]["benchmark"]["settings"] = {
+            name: {"stream_real_time_factor": value} for name, value in figures.items()
+        }
+    manifest["artifacts"].append(other)
+    write_json(tmp_path / MANIFEST_FILENAME, manifest)
+    assert fastest_published(tmp_path)["token2wav"] == "token2wav/int8"
+    assert fastest_published(tmp_path, "default")["token2wav"] == "token2wav/int8"
+    assert fastest_published(tmp_path, "fast")["token2wav"] == "token2wav/fp32"
+    # A setting neither was timed at: the headline's.
+    assert fastest_published(tmp_path, "slow")["token2wav"] == "token2wav/int8"
 
 
 def test_bad_requests_are_named(chain_published: Path, tmp_path: Path) -> None:

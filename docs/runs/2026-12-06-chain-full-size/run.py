@@ -135,8 +135,8 @@ def bench(work: Path) -> None:
         render_timeline,
         write_replies,
     )
-    from omniforge.benchmark.children import run_in_child
     from omniforge.benchmark.reuse import machine
+    from omniforge.children import run_in_child
 
     params = parse_params(PARAMS).as_dict()
     probes = [probe(work)]

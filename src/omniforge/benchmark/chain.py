@@ -253,11 +253,11 @@ def benchmark_chain(
     ``previous`` and ``listen``: the stage's last report and the folder of its replies; when
     the fingerprint is unchanged and the replies are still the files the report recorded,
     both are kept (and the fp32 set still checked against today's gate)."""
-    from omniforge.benchmark.children import run_in_child
+    from omniforge.children import run_in_child
     from omniforge.runtime.token2wav import snr_db
     from omniforge.runtime.voice import fastest_published
 
-    sets = {"fp32": FP32_SET, "fastest": fastest_published(published)}
+    sets = {"fp32": FP32_SET, "fastest": fastest_published(published, params.chain.setting)}
     key = chain_fingerprint(params, published, question, sets)
     replies = None
     if previous and previous.get(FINGERPRINT) == key and listen is not None:
@@ -271,7 +271,7 @@ def benchmark_chain(
     log.info(
         "chain: PyTorch eager, %s setting, %d turns", params.chain.setting, params.chain.repeats
     )
-    eager = run_in_child("chain (torch)", bench_chain_torch, settings, str(question))
+    eager = run_in_child("benchmark of chain (torch)", bench_chain_torch, settings, str(question))
     report: dict[str, Any] = {
         "question": str(question),
         "input_s": eager["input_s"],
@@ -293,7 +293,7 @@ def benchmark_chain(
     for name, names in sets.items():
         log.info("chain: set %s (%s)", name, ", ".join(names.values()))
         figures = run_in_child(
-            f"chain ({name})",
+            f"benchmark of chain ({name})",
             bench_chain_onnx,
             settings,
             str(published),

@@ -27,7 +27,6 @@ from omniforge.artifacts import (
     records_as_dicts,
     variant_dir,
 )
-from omniforge.benchmark.children import run_in_child
 from omniforge.benchmark.decode import (
     BASELINE,
     REFERENCE,
@@ -46,6 +45,7 @@ from omniforge.benchmark.reuse import (
     kept,
 )
 from omniforge.benchmark.timing import TimingPlan
+from omniforge.children import run_in_child
 from omniforge.components import ArtifactKind, Component, get_component
 from omniforge.components.base import KV_CACHE
 from omniforge.params import FP32, Params
@@ -133,12 +133,17 @@ def benchmark_component(
     elif settings.compare_torch:
         log.info("%s: timing PyTorch eager", name)
         report["torch"] = run_in_child(
-            f"{name} (torch)", bench_torch, name, params.model.model_dump(), cases, plan
+            f"benchmark of {name} (torch)",
+            bench_torch,
+            name,
+            params.model.model_dump(),
+            cases,
+            plan,
         )
         torch_latency = report["torch"]["latency"]
         if kv:
             eager_decode = run_in_child(
-                f"{name} decode (torch)", bench_decode_torch, params.as_dict(), name
+                f"benchmark of {name} decode (torch)", bench_decode_torch, params.as_dict(), name
             )
     for variant in component.variants(params):
         what = f"{name}-{variant}"
@@ -157,7 +162,9 @@ def benchmark_component(
             model_dir, prefill_dir = graphs[DECODE], str(graphs[PREFILL])
         else:
             directory = graphs[MODEL]
-            figures = run_in_child(what, bench_onnx, str(directory), plain_cases, plan)
+            figures = run_in_child(
+                f"benchmark of {what}", bench_onnx, str(directory), plain_cases, plan
+            )
             figures["size"] = artifact_bytes(directory)
             # What the latency budget gate reads: JSON keys are sorted, so name it explicitly.
             figures["largest_case"] = largest
@@ -178,7 +185,7 @@ def benchmark_component(
         if kv:
             beside = beside_dirs(params, component, variants_root, variant)
             decode_report = run_in_child(
-                f"{what} decode",
+                f"benchmark of {what} decode",
                 bench_decode_onnx,
                 params.as_dict(),
                 name,

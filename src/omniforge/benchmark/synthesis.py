@@ -197,7 +197,6 @@ def benchmark_token2wav(
     PyTorch is timed again whenever any variant is, so every ratio is measured side by side.
     """
     from omniforge.artifacts import atomic_directory, graph_files, graphs_bytes, records_as_dicts
-    from omniforge.benchmark.children import run_in_child
     from omniforge.benchmark.reuse import (
         FINGERPRINT,
         SYNTHESIS_TIMING,
@@ -207,6 +206,7 @@ def benchmark_token2wav(
         kept,
         wav_digests,
     )
+    from omniforge.children import run_in_child
     from omniforge.components import get_assembly
     from omniforge.params import DEFAULT_SETTING, FP32
     from omniforge.runtime.token2wav import SAMPLE_RATE
@@ -239,7 +239,7 @@ def benchmark_token2wav(
     elif compare_torch:
         log.info("%s: PyTorch eager, %d settings", name, len(settings.settings))
         torch_report = run_in_child(
-            f"{name} (torch)",
+            f"benchmark of {name} (torch)",
             bench_synthesis_torch,
             params.model.model_dump(),
             params.as_dict(),
@@ -269,7 +269,7 @@ def benchmark_token2wav(
             continue
         log.info("%s: timing %s", name, variant)
         figures = run_in_child(
-            f"{name}-{variant}",
+            f"benchmark of {name}-{variant}",
             bench_synthesis_onnx,
             params.as_dict(),
             {role: str(d) for role, d in graphs[variant].items()},

@@ -91,8 +91,8 @@ class Reply:
         return self.times.total_ms / 1000 / max(self.audio_seconds, 1e-9)
 
 
-def _score(entry: ArtifactEntry, link: str) -> float:
-    """Lower is faster, from the headline figures the set carries (inf: not on record)."""
+def _score(entry: ArtifactEntry, link: str, setting: str | None) -> float:
+    """Lower is faster, from the figures the set carries (inf: not on record)."""
     figures = entry.metrics.headline
     if link == "talker":
         # Time to the codes of the first stream chunk: prompt pass, then one step per code.
@@ -100,17 +100,20 @@ def _score(entry: ArtifactEntry, link: str) -> float:
         codes = (first.chunk_frames + first.right_frames) // MEL_FRAMES_PER_CODE
         value = figures.get("first_code_ms", np.inf) + codes * figures.get("latency_ms", np.inf)
     elif link == "token2wav":
-        value = figures.get("real_time_factor", np.inf)
+        # The headline is at transformers' defaults; a shortcut setting can rank otherwise.
+        at_setting = entry.metrics.benchmark.get("settings", {}).get(setting, {})
+        value = at_setting.get("stream_real_time_factor", figures.get("real_time_factor", np.inf))
     else:
         value = figures.get("latency_ms", np.inf)
     return float(value)
 
 
-def fastest_published(published: Path) -> dict[str, str]:
+def fastest_published(published: Path, setting: str | None = None) -> dict[str, str]:
     """For each link, the published artifact with the best headline speed: the encoder and
     projection by latency, the talker (any KV-cache talker) by time to its first stream
-    chunk's codes, Token2Wav by streamed real-time factor. An ArtifactError names a link the
-    set does not hold."""
+    chunk's codes, Token2Wav by streamed real-time factor at the synthesis ``setting`` it
+    will run (a name of params.yaml's ``token2wav.settings``; None or a setting it was not
+    timed at: transformers' defaults). An ArtifactError names a link the set does not hold."""
     manifest = load_manifest(Path(published))
     candidates = {
         "encoder": [a for a in manifest.artifacts if a.component == AUDIO_ENCODER],
@@ -125,7 +128,7 @@ def fastest_published(published: Path) -> dict[str, str]:
                 f"{published}: no published {link} (a voice pipeline needs "
                 f"{', '.join(LINKS)}): run the pipeline with it in params.yaml"
             )
-        chosen[link] = min(entries, key=lambda e: (_score(e, link), e.name)).name
+        chosen[link] = min(entries, key=lambda e: (_score(e, link, setting), e.name)).name
     return chosen
 
 

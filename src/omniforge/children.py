@@ -1,7 +1,9 @@
-"""Each contender runs in a fresh child process: its peak RSS is its own, and one variant's
-allocations do not slow the next. Children die with the stage, whatever kills it.
+"""Work run in a fresh child process: its peak RSS is its own, and the memory it held goes
+back to the system when it ends. The benchmark times each contender in one, so one variant's
+allocations do not slow the next; simplify runs onnxsim in one, whose C++ heap the parent
+would otherwise keep. Children die with the stage, whatever kills it.
 
-A child is ``python -m omniforge.benchmark.children``: it reads (module, function, args)
+A child is ``python -m omniforge.children``: it reads (module, function, args)
 pickled on stdin, imports only that module, and writes the pickled result on stdout.
 """
 
@@ -46,7 +48,7 @@ def run_in_child(what: str, function: Callable[..., dict[str, Any]], *args: Any)
             if result.returncode < 0
             else f"failed with exit status {result.returncode} (its error is above)"
         )
-        raise OmniforgeError(f"benchmark of {what}: the child process {how}")
+        raise OmniforgeError(f"{what}: the child process {how}")
     return pickle.loads(result.stdout)
 
 

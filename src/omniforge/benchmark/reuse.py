@@ -48,7 +48,8 @@ class Dependence:
 # A graph's timing: the model's dims, the timing plan, the decode settings and the seed of
 # the inputs; the code that times and runs the graphs.
 GRAPH_TIMING = Dependence(
-    params=("model", "benchmark", "talker_kv", "validate.seed"), code=("benchmark", "runtime")
+    params=("model", "benchmark", "talker_kv", "validate.seed"),
+    code=("benchmark", "children.py", "runtime"),
 )
 # Token2Wav's whole syntheses: the synthesis settings and the utterance. PyTorch's side is
 # built by the sources: their code too.
@@ -64,7 +65,7 @@ SYNTHESIS_TIMING = Dependence(
         "token2wav.bench_codes",
         "token2wav.bench_repeats",
     ),
-    code=("benchmark", "runtime", "sources"),
+    code=("benchmark", "children.py", "runtime", "sources"),
 )
 # The voice chain: its question, setting and turns, the synthesis settings; its PyTorch side
 # (the reference codes and audio the fp32 set is held against) comes from reference.py.
@@ -77,7 +78,7 @@ CHAIN_TIMING = Dependence(
         "token2wav.stream",
         "chain",
     ),
-    code=("benchmark", "runtime", "sources", "reference.py"),
+    code=("benchmark", "children.py", "runtime", "sources", "reference.py"),
 )
 
 

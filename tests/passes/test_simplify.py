@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -11,9 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from omniforge.artifacts import DATA_FILENAME, MODEL_FILENAME, save_model
+from omniforge.children import run_in_child
 from omniforge.components import get_component
-from omniforge.errors import OmniforgeError
+from omniforge.errors import ArtifactError, OmniforgeError
 from omniforge.params import SimplifyParams
+from omniforge.passes import simplify
 from omniforge.passes.simplify import simplify_artifact
 
 WIDTH = 64
@@ -45,11 +48,21 @@ def run(directory: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"x": x})[0]
 
 
-def test_onnxsim_folds_in_a_child_and_leaves_only_the_artifact(tmp_path: Path) -> None:
+def test_onnxsim_folds_in_a_child_and_leaves_only_the_artifact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+
+    def recorded(what: str, function: Any, *args: Any) -> dict[str, Any]:
+        started.append(function.__qualname__)
+        return run_in_child(what, function, *args)
+
+    monkeypatch.setattr(simplify, "run_in_child", recorded)
     source = exported(tmp_path / "export")
     out = simplify_artifact(
         source, tmp_path / "fp32", SimplifyParams(), get_component("projection")
     )
+    assert started == ["onnxsim_into"]
     model = onnx.load(str(out / MODEL_FILENAME))
     assert [node.op_type for node in model.graph.node] == ["MatMul"]
     # The child's scratch file is gone: the artifact is the graph and its external data.
@@ -74,3 +87,18 @@ def test_a_failed_onnxsim_is_named_and_keeps_the_last_output(tmp_path: Path) -> 
         simplify_artifact(broken, good, SimplifyParams(), get_component("projection"))
     assert {p.name: p.read_bytes() for p in good.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "export", "fp32"]
+
+
+def test_a_failed_onnxsim_check_is_named_and_keeps_the_last_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = exported(tmp_path / "export")
+    good = simplify_artifact(
+        source, tmp_path / "fp32", SimplifyParams(), get_component("projection")
+    )
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    monkeypatch.setattr(simplify, "run_in_child", lambda *args: {"ok": False})
+    with pytest.raises(ArtifactError, match=r"export.*onnxsim's check of the simplified graph"):
+        simplify_artifact(source, good, SimplifyParams(check_n=1), get_component("projection"))
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "fp32"]

@@ -24,6 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from omniforge.artifacts import atomic_directory
 from omniforge.runtime.token2wav import SynthesisConfig, open_unverified_token2wav
 from omniforge.validate.audio import audio_distance
 
@@ -44,10 +45,12 @@ def mels(work: Path, out: Path) -> list[np.ndarray]:
     solved = []
     for i, utterance in enumerate(codes):
         path = out / f"mel{i}.npy"
-        if not path.exists():
+        if not path.exists():  # written whole or not at all, so a file here is finished
             fast = SynthesisConfig(num_steps=5, guidance_scale=0.0, seed=i)
             config = fast if i < CALIBRATION else SynthesisConfig(seed=i)
-            np.save(path, token2wav.mel(utterance, config=config))
+            partial = out / f".mel{i}.partial.npy"
+            np.save(partial, token2wav.mel(utterance, config=config))
+            partial.replace(path)
         solved.append(np.load(path))
     return solved
 
@@ -75,21 +78,21 @@ def main(work: Path) -> None:
     graphs = {"fp32": fp32}
     for name, excluded in (("all", []), ("dense", depthwise)):
         target = out / name / "model.onnx"
-        if not target.exists():
-            target.parent.mkdir(exist_ok=True)
-            quantize_static(
-                str(fp32),
-                str(target),
-                Reader(solved[:CALIBRATION]),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv"],
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                calibrate_method=CalibrationMethod.MinMax,
-                use_external_data_format=True,
-            )
+        if not target.exists():  # the folder appears whole, so a graph here is finished
+            with atomic_directory(out / name) as partial:
+                quantize_static(
+                    str(fp32),
+                    str(partial / "model.onnx"),
+                    Reader(solved[:CALIBRATION]),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["Conv"],
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    use_external_data_format=True,
+                )
         graphs[name] = target
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2

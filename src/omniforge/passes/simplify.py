@@ -57,8 +57,8 @@ def simplify_artifact(
     with atomic_directory(out_dir) as tmp:
         # onnxsim runs in a child: its C++ core peaks at ~2.6x the weights (a working copy,
         # then the saved file serialized in memory), and the heap it frees would stay with
-        # this process, under the simplified model loaded next (3.77 GB for the full-size
-        # DiT's 1.3 GB, instead of the child's 3.39).
+        # this process, under the simplified model loaded next (up to 3.77 GB for the
+        # full-size DiT's 1.3 GB, against the child's 3.40).
         scratch = tmp / "onnxsim"
         scratch.mkdir()
         with heartbeat(log, f"simplifying {source}"):
@@ -94,8 +94,8 @@ def simplify_artifact(
 
 
 def onnxsim_into(source: str, target: str, check_n: int) -> dict[str, Any]:
-    """onnxsim the graph at ``source`` into the file ``target`` (weights inline, or beside it
-    past protobuf's 2 GB), in the child :func:`simplify_artifact` starts.
+    """onnxsim the graph at ``source`` into the file ``target`` (its weights inline or in a
+    file beside it, as onnxsim chooses), in the child :func:`simplify_artifact` starts.
 
     From a path, so onnxsim reads the external data itself; certify (a Z3 proof) is off: it is
     best-effort, depends on an optional package and would change the bytes.

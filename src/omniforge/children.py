@@ -3,13 +3,14 @@ back to the system when it ends. The benchmark times each contender in one, so o
 allocations do not slow the next; simplify runs onnxsim in one, whose C++ heap the parent
 would otherwise keep. Children die with the stage, whatever kills it.
 
-A child is ``python -m omniforge.children``: it reads (module, function, args)
+A child is ``python -m omniforge.children PARENT_PID``: it reads (module, function, args)
 pickled on stdin, imports only that module, and writes the pickled result on stdout.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import signal
 import subprocess
@@ -23,23 +24,27 @@ from omniforge.errors import OmniforgeError
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: a ``kill -9`` of the stage kills it too."""
+def _die_with_parent(parent: int) -> None:
+    """Asks the kernel for a SIGKILL when the stage dies (a ``kill -9`` of the stage kills
+    its child too), then leaves if the stage died before the request was made. Done here,
+    after exec, rather than between fork and exec: ``preexec_fn`` is unsafe in a process
+    with threads, and every stage runs a heartbeat thread."""
     import ctypes
     import ctypes.util
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def run_in_child(what: str, function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """``function(*args)`` in a child interpreter: its result, or an error naming ``what``."""
     request = pickle.dumps((function.__module__, function.__qualname__, args))
     result = subprocess.run(
-        [sys.executable, "-m", __name__],
+        [sys.executable, "-m", __name__, str(os.getpid())],
         input=request,
         stdout=subprocess.PIPE,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         check=False,
     )
     if result.returncode != 0:
@@ -52,10 +57,11 @@ def run_in_child(what: str, function: Callable[..., dict[str, Any]], *args: Any)
     return pickle.loads(result.stdout)
 
 
-def _serve() -> None:
-    import os
-
+def _serve(parent: int) -> None:
     from omniforge.stage import setup_logging
+
+    if sys.platform == "linux":
+        _die_with_parent(parent)
 
     # The result goes to the original stdout; anything else printed goes to stderr, so a
     # library's print cannot corrupt the pickle.
@@ -69,4 +75,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(int(sys.argv[1]))

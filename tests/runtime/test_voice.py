@@ -102,15 +102,17 @@ def test_token2wav_is_ranked_at_the_setting_it_will_run(
     chain_published: Path, tmp_path: Path
 ) -> None:
     """The headline is at transformers' defaults; a chain at a shortcut setting ranks its
-    Token2Wav candidates by their streamed real-time factor at that setting."""
+    Token2Wav candidates by their streamed real-time factor at that setting, and at the
+    defaults by the benchmark's own figure, not the headline's two significant figures."""
     manifest = read_json(chain_published / MANIFEST_FILENAME)
     (fp32,) = (a for a in manifest["artifacts"] if a["component"] == TOKEN2WAV)
     other = copy.deepcopy(fp32)
     other["variant"], other["path"] = "int8", "token2wav/int8"
-    rtf = {"fp32": {"default": 9.0, "fast": 2.0}, "int8": {"default": 6.0, "fast": 3.0}}
+    rtf = {"fp32": {"default": 6.04, "fast": 2.0}, "int8": {"default": 5.96, "fast": 3.0}}
     for entry in (fp32, other):
         figures = rtf[entry["variant"]]
-        entry["metrics"]["headline"]["real_time_factor"] = figures["default"]
+        entry["metrics"]["headline"]["real_time_factor"] = 6.0  # both, once rounded
+        entry["metrics"]["benchmark"]["stream_real_time_factor"] = figures["default"]
         entry["metrics"]["benchmark"]["settings"] = {
             name: {"stream_real_time_factor": value} for name, value in figures.items()
         }
@@ -119,7 +121,7 @@ def test_token2wav_is_ranked_at_the_setting_it_will_run(
     assert fastest_published(tmp_path)["token2wav"] == "token2wav/int8"
     assert fastest_published(tmp_path, "default")["token2wav"] == "token2wav/int8"
     assert fastest_published(tmp_path, "fast")["token2wav"] == "token2wav/fp32"
-    # A setting neither was timed at: the headline's.
+    # A setting neither was timed at: the defaults'.
     assert fastest_published(tmp_path, "slow")["token2wav"] == "token2wav/int8"
 
 

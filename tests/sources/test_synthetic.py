@@ -97,3 +97,15 @@ def test_residual_outputs_are_scaled_down_by_depth(tiny_source: object) -> None:
     for written in (attention.o_proj.weight, mlp.down_proj.weight):
         assert float(written.std()) == pytest.approx(read_std / (2 * layers) ** 0.5, rel=0.3)
     assert float(mlp.up_proj.weight.std()) == pytest.approx(read_std, rel=0.3)
+
+
+def test_token2wav_weights_do_not_depend_on_the_cpus_convolution_kernels() -> None:
+    """The vocoder's last conv is scaled by a forward pass: with oneDNN's kernels (one CPU)
+    or torch's own (another), the weights come out byte for byte the same."""
+    weights = []
+    for onednn in (True, False):
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            model = synthetic.SyntheticSource("lite", seed=0).token2wav()
+        weights.append(model.code2wav_bigvgan_model.conv_post.weight.numpy().tobytes())
+        del model
+    assert weights[0] == weights[1]

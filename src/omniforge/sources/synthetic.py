@@ -74,6 +74,9 @@ def init_like_a_checkpoint(
 # mostly inside its [-1, 1] clamp (else most samples would clip and any vocoder would match).
 SNAKE_LOG_STD = 0.2
 WAVEFORM_STD = 0.25
+# The scale comes from a float32 forward whose last bits differ between CPUs (oneDNN sums in
+# another order on AVX-512 than on AVX2): rounded, the weights' bytes are the same everywhere.
+WAVEFORM_SCALE_DIGITS = 2
 DIT_RESIDUAL_OUTPUTS = ("attn.to_out.0.weight", "ff.ff.3.weight")
 
 
@@ -105,7 +108,8 @@ def init_token2wav_like_a_checkpoint(model: nn.Module) -> None:
         # A mel in the range the DiT writes (log-magnitudes around -2).
         vocoder(torch.randn(1, vocoder.config.mel_dim, 48) * 2.0 - 2.0)
         hook.remove()
-        vocoder.conv_post.weight.mul_(WAVEFORM_STD / captured["waveform"].std())
+        scale = WAVEFORM_STD / captured["waveform"].std().item()
+        vocoder.conv_post.weight.mul_(float(f"{scale:.{WAVEFORM_SCALE_DIGITS}g}"))
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ def small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 
     def edit(params: dict[str, Any]) -> None:
         params["model"].update(model)
+        # int4-exact is int4's bytes run with float activations: tested at unit level; here
+        # its 8 graphs would only add stages to every end-to-end run.
+        del params["quantize"]["int4-exact"]
         params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
         params["benchmark"]["lengths"] = {
             "audio_encoder": [16, 32],

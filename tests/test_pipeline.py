@@ -154,6 +154,10 @@ def pretrained_project(tmp_path_factory: pytest.TempPathFactory, omni: Any) -> P
     def edit_params(params: dict[str, Any]) -> None:
         edit(params)
         params["benchmark"]["compare_torch"] = False
+        # What is checked here is the source, not the schemes: int8 alone (and its hybrid).
+        params["quantize"] = {"int8": params["quantize"]["int8"]}
+        for key in ("hybrid_prefill", "hybrid_decode", "speedup_reference"):
+            params["talker_kv"][key] = "int8"
 
     return make_project(tmp_path_factory.mktemp("pretrained"), edit_params)
 

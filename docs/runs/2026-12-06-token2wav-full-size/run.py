@@ -28,7 +28,7 @@ PARAMS = {
     "components": ["token2wav_conditioning", "token2wav_dit", "token2wav_vocoder"],
     "quantize": {"int8": {"method": "int8", "reduce_range": True}},
     "talker_kv": {"hybrid_prefill": "int8", "hybrid_decode": "int8", "speedup_reference": "int8"},
-    "token2wav": {"bench_codes": 100, "bench_repeats": 1, "validate_codes": 100},
+    "token2wav": {"bench_codes": 100, "bench_repeats": 3, "validate_codes": 100},
 }
 
 

@@ -27,7 +27,8 @@ def chain_model(rng: np.random.Generator) -> onnx.ModelProto:
     and a ConvTranspose the pass must leave alone (it has pads)."""
 
     def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        # Scaled by fan-in, so values stay near 1 through the chain: at unit weights they
+        # Scaled by the taps a weight's output row sums (its fan-in for a Conv), so values
+        # stay near 1 through the chain: at unit weights they
         # reach thousands, and an output near 0 is a cancellation whose float32 rounding
         # differs between CPUs (AVX2 and AVX-512 kernels sum in other orders).
         values = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))

@@ -50,6 +50,11 @@ def test_a_child_whose_stage_is_already_gone_does_not_run() -> None:
     # could ask to die with it, and leaves (status 1) without reading its work.
     request = pickle.dumps(("time", "sleep", (600,)))
     ran = subprocess.run(
-        [sys.executable, "-m", "omniforge.children", "0"], input=request, timeout=60, check=False
+        [sys.executable, "-m", "omniforge.children", "0"],
+        input=request,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        check=False,
     )
     assert ran.returncode == 1
+    assert b"its stage (pid 0) is gone: not run" in ran.stderr

@@ -28,13 +28,14 @@ def _die_with_parent(parent: int) -> None:
     """Asks the kernel for a SIGKILL when the stage dies (a ``kill -9`` of the stage kills
     its child too), then leaves if the stage died before the request was made. Done here,
     after exec, rather than between fork and exec: ``preexec_fn`` is unsafe in a process
-    with threads, and every stage runs a heartbeat thread."""
+    with threads, and stages have threads (heartbeats, onnxruntime's and torch's pools)."""
     import ctypes
     import ctypes.util
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
+        sys.stderr.write(f"omniforge.children: its stage (pid {parent}) is gone: not run\n")
         os._exit(1)
 
 
@@ -58,10 +59,10 @@ def run_in_child(what: str, function: Callable[..., dict[str, Any]], *args: Any)
 
 
 def _serve(parent: int) -> None:
-    from omniforge.stage import setup_logging
-
     if sys.platform == "linux":
-        _die_with_parent(parent)
+        _die_with_parent(parent)  # first: a stage killed from here on takes the child along
+
+    from omniforge.stage import setup_logging
 
     # The result goes to the original stdout; anything else printed goes to stderr, so a
     # library's print cannot corrupt the pickle.

@@ -75,7 +75,8 @@ def init_like_a_checkpoint(
 SNAKE_LOG_STD = 0.2
 WAVEFORM_STD = 0.25
 # The scale comes from a float32 forward whose last bits differ between CPUs (oneDNN sums in
-# another order on AVX-512 than on AVX2): rounded, the weights' bytes are the same everywhere.
+# another order on AVX-512 than on AVX2): rounded, the weights' bytes are the same on every
+# CPU unless the scale lies within that noise (~1e-7) of a rounding boundary (odds ~1e-5).
 WAVEFORM_SCALE_DIGITS = 2
 DIT_RESIDUAL_OUTPUTS = ("attn.to_out.0.weight", "ff.ff.3.weight")
 

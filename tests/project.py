@@ -91,9 +91,12 @@ def small_run_params(model: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 
     def edit(params: dict[str, Any]) -> None:
         params["model"].update(model)
-        # int4-exact is int4's bytes run with float activations: tested at unit level; here
-        # its 8 graphs would only add stages to every end-to-end run.
+        # int4-exact (int4's bytes run with float activations) and int4-block128 (int4 with
+        # another block size) are tested at unit level; here their 8 graphs each would only
+        # add stages to every end-to-end run. The hybrid decodes with int4 instead.
         del params["quantize"]["int4-exact"]
+        del params["quantize"]["int4-block128"]
+        params["talker_kv"]["hybrid_decode"] = "int4"
         params["benchmark"].update(warmup=1, iterations=3, load_repeats=1)
         params["benchmark"]["lengths"] = {
             "audio_encoder": [16, 32],

@@ -116,3 +116,22 @@ def assert_kept_while_unchanged(
         with other.open("ab") as question:  # a trailing byte: same audio, other bytes
             question.write(b"\0")
         assert timed_again(other) == ["benchmark of chain (torch)"]
+
+
+def test_a_set_without_every_link_is_not_measured_and_says_why(
+    token2wav_published: Path, tmp_path: Path
+) -> None:
+    """A pipeline built for some components (Token2Wav alone here) completes: the chain's
+    report and timeline name the links it lacks, and no reply is written."""
+    params = Params.model_validate({"model": {"preset": "tiny"}})
+    report = benchmark_chain(params, token2wav_published, QUESTION)
+    assert report.pop("waveforms") == {}
+    assert report == {
+        "not_measured": "no published encoder, projection, talker: the chain needs encoder, "
+        "projection, talker, token2wav (params.yaml's components and assemblies)"
+    }
+    write_replies(tmp_path / "listen", {})
+    assert list((tmp_path / "listen").iterdir()) == []
+    timeline = tmp_path / "timeline.png"
+    render_timeline(timeline, report)
+    assert timeline.read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,7 @@ from torch import nn
 from omniforge.benchmark.compute import (
     PROBE_DEPTH,
     PROBE_WIDTH,
+    Fp32GemmProbe,
     Int8GemmProbe,
     weight_multiply_adds,
 )
@@ -56,3 +57,31 @@ def test_the_dits_per_row_time_mlp_is_not_counted_per_frame(tiny_variants: dict)
         for v in ("fp32", "int4")
     )
     assert fp32 == int4
+
+
+def test_the_vocoders_convolutions_cost_what_torch_counts_per_frame(
+    tiny_source: SyntheticSource, tiny_variants: dict
+) -> None:
+    """The vocoder's floor counts its graph's convolutions: as many multiply-adds per frame
+    as torch's FLOP counter finds in transformers' BigVGAN (the 2-D rewrite adds none)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from omniforge.benchmark.compute import conv_multiply_adds_per_frame
+
+    vocoder = get_component("token2wav_vocoder").build_module(tiny_source)
+
+    def multiply_adds(frames: int) -> int:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            vocoder(torch.randn(1, 80, frames))
+        return counter.get_total_flops() // 2
+
+    expected = (multiply_adds(200) - multiply_adds(100)) // 100
+    graph = tiny_variants["token2wav_vocoder"]["fp32"] / "model.onnx"
+    assert conv_multiply_adds_per_frame(graph) == expected > 0
+
+
+def test_the_fp32_gemm_probe_is_slower_than_the_int8_one_on_the_same_rows() -> None:
+    fp32, int8 = Fp32GemmProbe(threads=1, rows=64), Int8GemmProbe(threads=1, rows=64)
+    assert fp32.multiply_adds == int8.multiply_adds == 64 * PROBE_DEPTH * PROBE_WIDTH
+    assert 0 < max(fp32.measure(2) for _ in range(2)) < max(int8.measure(2) for _ in range(2))

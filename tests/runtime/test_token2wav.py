@@ -266,3 +266,37 @@ def test_a_stream_refuses_bad_codes_and_codes_after_its_end(tiny_variants: dict)
         Token2WavStream(synthesizer(tiny_variants)).push(np.ones((2, 3), np.int64))
     with pytest.raises(ValueError, match="unknown speaker 'Nobody'"):
         Token2WavStream(synthesizer(tiny_variants), "Nobody")
+
+
+class FramesRun:
+    """A session that counts the frames (axis ``axis`` of ``feed``, times the batch) it ran."""
+
+    def __init__(self, session: object, feed: str, axis: int) -> None:
+        self.session, self.feed, self.axis, self.frames = session, feed, axis, 0
+
+    def run(self, outputs: object, feeds: dict) -> list:
+        self.frames += feeds[self.feed].shape[0] * feeds[self.feed].shape[self.axis]
+        return self.session.run(outputs, feeds)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+
+@pytest.mark.parametrize("config", [SynthesisConfig(), SynthesisConfig(5, 0.0)])
+def test_a_stream_counts_the_frames_its_dit_and_vocoder_ran(
+    tiny_variants: dict, config: SynthesisConfig
+) -> None:
+    """The benchmark's floor of a stream is these counts: context windows included."""
+    t2w = synthesizer(tiny_variants)
+    t2w.dit = FramesRun(t2w.dit, "noisy_mel", 1)
+    t2w.vocoder = FramesRun(t2w.vocoder, "mel", 2)
+    codes = np.random.default_rng(5).integers(0, 8193, (1, 120))
+    streaming = Token2WavStream(t2w, config=config)
+    for code in codes[0]:
+        streaming.push([code])
+    streaming.finish()
+    rows = 2 if config.guided else 1
+    assert streaming.solved_frames * rows * config.dit_evaluations == t2w.dit.frames
+    assert streaming.vocoded_frames == t2w.vocoder.frames
+    # 240 frames, and the windows' context on top of them.
+    assert streaming.solved_frames > 240 and streaming.vocoded_frames > 240

@@ -43,6 +43,8 @@ from omniforge.runtime.token2wav import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 INPUT_RATE = 16_000
+# The report's one key when the published set lacks a link: why the chain was not measured.
+NOT_MEASURED = "not_measured"
 # The voice team's projection, never run (ms): what the measured table stands beside.
 PROJECTED_MS = {
     "encoder": "40-60",
@@ -255,8 +257,16 @@ def benchmark_chain(
     both are kept (and the fp32 set still checked against today's gate)."""
     from omniforge.children import run_in_child
     from omniforge.runtime.token2wav import snr_db
-    from omniforge.runtime.voice import fastest_published
+    from omniforge.runtime.voice import LINKS, fastest_published, missing_links
 
+    missing = missing_links(published)
+    if missing:  # a pipeline built for some components: nothing to chain, and it says so
+        reason = (
+            f"no published {', '.join(missing)}: the chain needs {', '.join(LINKS)} "
+            "(params.yaml's components and assemblies)"
+        )
+        log.warning("chain: not measured: %s", reason)
+        return {NOT_MEASURED: reason, "waveforms": {}}
     sets = {"fp32": FP32_SET, "fastest": fastest_published(published, params.chain.setting)}
     key = chain_fingerprint(params, published, question, sets)
     replies = None
@@ -347,12 +357,19 @@ def write_replies(folder: Path, waveforms: dict[str, np.ndarray]) -> None:
 
 
 def render_timeline(path: Path, report: dict[str, Any]) -> None:
-    """Where the time to the first audio goes, per contender: one bar of its links."""
+    """Where the time to the first audio goes, per contender: one bar of its links (or why
+    the chain was not measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if NOT_MEASURED in report:
+        figure, axis = plt.subplots(figsize=(9, 1.2))
+        axis.axis("off")
+        axis.text(0.5, 0.5, f"chain not measured: {report[NOT_MEASURED]}", ha="center", wrap=True)
+        _save(figure, path)
+        return
     contenders = [name for name in ("torch", "fp32", "fastest") if name in report]
     colours = {
         "features": "#999999",
@@ -407,6 +424,12 @@ def render_timeline(path: Path, report: dict[str, Any]) -> None:
     axis.set_xlabel("seconds from the end of the question to the first audio")
     axis.set_title(f"time to first audio, {report['input_s']:.1f} s question ({report['setting']})")
     figure.tight_layout()
+    _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     tmp = path.with_suffix(".tmp.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(tmp, dpi=100)

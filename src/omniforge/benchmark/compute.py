@@ -1,12 +1,14 @@
-"""The compute floor of a prefill: multiply-adds the prompt needs, and how fast this
-machine's onnxruntime runs them, measured in the same run as the latency it bounds.
+"""Compute floors: the multiply-adds a graph needs, and how fast this machine's onnxruntime
+runs them, measured in the same run as the latency they bound.
 
 A prompt of 128 positions multiplies every weight matrix by 128 rows: it is bound by
 arithmetic, not by reading the weights. Its floor is (weight multiply-adds x rows) over the
 rate of onnxruntime's int8 GEMM (``DynamicQuantizeMatMul``, the fastest CPU matmul it has:
-on AMX tiles, VNNI or AVX2, whichever the CPU has), measured at the prompt's row count. The
-probe's weight fits a large last-level cache, so its rate is, if anything, higher than the
-prompt's matmuls reach: the floor stays a lower bound.
+on AMX tiles, VNNI or AVX2, whichever the CPU has), measured at the prompt's row count. A
+graph of fp32 convolutions (Token2Wav's vocoder) is bounded by its convolutions'
+multiply-adds over the rate of onnxruntime's fp32 GEMM (``MatMul``), which its convolutions
+run on. The probes' weights fit a large last-level cache, so their rates are, if anything,
+higher than the graphs' own products reach: the floors stay lower bounds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy as np
 # Nodes of our graphs (fp32, int8 by quantize_dynamic) that multiply by a weight initializer,
 # their input 1; MatMulNBits (int4) states its K x N.
 WEIGHT_MATMULS = {"MatMul", "Gemm", "DynamicQuantizeMatMul"}
-# The probe's weight: [depth, width] int8 (8 MiB), wide enough to keep both cores busy.
+# The probes' weight: [depth, width] (8 MiB in int8, 32 in fp32), wide enough to keep both
+# cores busy.
 PROBE_DEPTH, PROBE_WIDTH = 1024, 8192
+CONVOLUTIONS = {"Conv", "ConvTranspose"}
 
 
 def weight_multiply_adds(model_file: Path, skip_leading: tuple[str, ...] = ()) -> int:
@@ -53,9 +57,51 @@ def weight_multiply_adds(model_file: Path, skip_leading: tuple[str, ...] = ()) -
     return total
 
 
+def conv_multiply_adds_per_frame(model_file: Path, frames_axis: int = -1) -> int:
+    """Multiply-adds one more frame of input costs in the graph's convolutions.
+
+    Shapes are inferred at two lengths of the input's ``frames_axis`` (batch 1), and the
+    difference is taken: the padding at the edges cancels out. A convolution costs its
+    output's elements times its kernel's ``in/groups x taps``; a transposed one its input's
+    elements times ``out/groups x taps``.
+    """
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    kernels = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+
+    def multiply_adds(frames: int) -> int:
+        sized = onnx.ModelProto()
+        sized.CopyFrom(model)
+        sized.graph.ClearField("value_info")  # the export's symbolic shapes: inferred anew
+        (value,) = sized.graph.input
+        dims = value.type.tensor_type.shape.dim
+        dims[0].dim_value = 1
+        dims[frames_axis].dim_value = frames
+        inferred = onnx.shape_inference.infer_shapes(sized, strict_mode=True, data_prop=True)
+        shapes = {
+            info.name: [
+                d.dim_value if d.HasField("dim_value") else None
+                for d in info.type.tensor_type.shape.dim
+            ]
+            for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+        }
+        total = 0
+        for node in inferred.graph.node:
+            if node.op_type not in CONVOLUTIONS:
+                continue
+            positions = shapes.get(node.output[0] if node.op_type == "Conv" else node.input[0])
+            if not positions or None in positions or node.input[1] not in kernels:
+                raise ValueError(f"{model_file}: the shape around {node.name} is not inferred")
+            total += int(np.prod(positions)) * int(np.prod(kernels[node.input[1]][1:]))
+        return total
+
+    return (multiply_adds(200) - multiply_adds(100)) // 100
+
+
 def int8_gemm_graph(rows: int) -> bytes:
     """One ``DynamicQuantizeMatMul`` of [rows, depth] fp32 by a seeded int8 weight."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     weight = rng.integers(-127, 128, size=(PROBE_DEPTH, PROBE_WIDTH), dtype=np.int8)
@@ -63,29 +109,50 @@ def int8_gemm_graph(rows: int) -> bytes:
     node = helper.make_node(
         "DynamicQuantizeMatMul", ["x", "weight", "scale"], ["y"], domain="com.microsoft"
     )
+    initializers = [
+        numpy_helper.from_array(weight, "weight"),
+        numpy_helper.from_array(scale, "scale"),
+    ]
+    return gemm_graph(node, rows, initializers)
+
+
+def fp32_gemm_graph(rows: int) -> bytes:
+    """One ``MatMul`` of [rows, depth] fp32 by a seeded fp32 weight."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((PROBE_DEPTH, PROBE_WIDTH), dtype=np.float32)
+    node = helper.make_node("MatMul", ["x", "weight"], ["y"])
+    return gemm_graph(node, rows, [numpy_helper.from_array(weight, "weight")])
+
+
+def gemm_graph(node: Any, rows: int, initializers: list[Any]) -> bytes:
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
         [node],
-        "int8_gemm_probe",
+        "gemm_probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, PROBE_DEPTH])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, PROBE_WIDTH])],
-        [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(scale, "scale")],
+        initializers,
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=10).SerializeToString()
 
 
-class Int8GemmProbe:
-    """Multiply-adds per second of onnxruntime's int8 GEMM at ``rows`` rows, best of a few
-    runs, on ``threads`` threads (the process's shared pool, if it has one)."""
+class GemmProbe:
+    """Multiply-adds per second of one of onnxruntime's GEMMs (``graph(rows)``) at ``rows``
+    rows, best of a few runs, on ``threads`` threads (the process's shared pool, if it has
+    one)."""
 
-    def __init__(self, threads: int, rows: int) -> None:
+    def __init__(self, threads: int, rows: int, graph: Any) -> None:
         import onnxruntime as ort
 
         from omniforge.runtime.session import CPU_PROVIDERS, session_options
 
         self.session: Any = ort.InferenceSession(
-            int8_gemm_graph(rows),
-            sess_options=session_options(threads, "the int8 GEMM probe"),
+            graph(rows),
+            sess_options=session_options(threads, "a GEMM probe"),
             providers=CPU_PROVIDERS,
         )
         self.feeds = {
@@ -105,3 +172,17 @@ class Int8GemmProbe:
         rate = self.multiply_adds / fastest
         self.best = max(self.best, rate)
         return rate
+
+
+class Int8GemmProbe(GemmProbe):
+    """The int8 GEMM (``DynamicQuantizeMatMul``): the fastest matmul onnxruntime has."""
+
+    def __init__(self, threads: int, rows: int) -> None:
+        super().__init__(threads, rows, int8_gemm_graph)
+
+
+class Fp32GemmProbe(GemmProbe):
+    """The fp32 GEMM (``MatMul``): what fp32 convolutions run on."""
+
+    def __init__(self, threads: int, rows: int) -> None:
+        super().__init__(threads, rows, fp32_gemm_graph)

@@ -6,8 +6,11 @@ child of its own; its noise is handed to every variant's child, so the spectrogr
 like with like. Per variant and setting: the offline synthesis time and its real-time factor,
 the stream's (codes pushed one at a time, as the talker emits them), the time from the first
 code to the first audio, each chunk's latency, the speedup over PyTorch at the same setting,
-and the DiT's compute floor: its weight multiply-adds for the whole solve over the int8 GEMM
-rate measured in the same child (the vocoder is left out, so it is a lower bound).
+and compute floors, offline and streamed: the DiT's weight multiply-adds for every
+evaluation over the int8 GEMM rate, plus the vocoder's convolution multiply-adds over the
+fp32 GEMM rate (it is fp32 in every variant), both rates measured in the same child. A
+stream's floor counts the frames it computed, its context windows' included. Attention's
+products and the elementwise work are left out, so each floor is a lower bound.
 """
 
 from __future__ import annotations
@@ -80,7 +83,12 @@ def bench_synthesis_onnx(
     params_dict: dict[str, Any], graphs: dict[str, str], noise: np.ndarray, seed: int
 ) -> dict[str, Any]:
     """Child entry point (numpy and onnxruntime only): one variant's syntheses per setting."""
-    from omniforge.benchmark.compute import Int8GemmProbe, weight_multiply_adds
+    from omniforge.benchmark.compute import (
+        Fp32GemmProbe,
+        Int8GemmProbe,
+        conv_multiply_adds_per_frame,
+        weight_multiply_adds,
+    )
     from omniforge.params import parse_params
     from omniforge.runtime.session import share_thread_pool
     from omniforge.runtime.speak import speak
@@ -98,9 +106,10 @@ def bench_synthesis_onnx(
     codes = utterance(t2w.num_embeds, settings.bench_codes, seed)
     stream = StreamSettings(**settings.stream.model_dump())
     frames = 2 * codes.shape[1]
-    gemm = Int8GemmProbe(threads, frames)
+    gemm, fp32_gemm = Int8GemmProbe(threads, frames), Fp32GemmProbe(threads, frames)
     # Per frame, the transformer; per row (once per evaluation), the time MLP: left out.
-    dit_macs = weight_multiply_adds(Path(graphs["dit"]) / "model.onnx", ("rows",)) * frames
+    dit_macs = weight_multiply_adds(Path(graphs["dit"]) / "model.onnx", ("rows",))
+    vocoder_macs = conv_multiply_adds_per_frame(Path(graphs["vocoder"]) / "model.onnx")
     audio_s = codes.shape[1] * 480 / SAMPLE_RATE
     out: dict[str, Any] = {"settings": {}, "waveforms": {}}
     for name, setting in settings.settings.items():
@@ -111,7 +120,8 @@ def bench_synthesis_onnx(
             spoken = speak(t2w, codes, None, config, noise)
             offline.append(spoken.seconds)
             gemm.measure()
-            spoken_stream, chunk_times = timed_stream(t2w, codes, config, stream, noise)
+            fp32_gemm.measure()
+            spoken_stream, chunk_times, work = timed_stream(t2w, codes, config, stream, noise)
             streamed.append(spoken_stream.seconds)
             first.append(spoken_stream.first_audio_seconds)
             chunks_ms = [1e3 * t for t in chunk_times]
@@ -124,25 +134,39 @@ def bench_synthesis_onnx(
             "chunk_latency_ms": chunks_ms,
             "dit_evaluations": config.dit_evaluations,
             "dit_rows": 2 if config.guided else 1,
+            "stream_solved_frames": work[0],
+            "stream_vocoded_frames": work[1],
         }
         out["waveforms"][name] = spoken.waveform
         out["waveforms"][f"{name}_stream"] = spoken_stream.waveform
-    # Every setting's floor at the best rate of the whole run: a rate probed while the host
+    # Every setting's floor at the best rates of the whole run: a rate probed while the host
     # was busy would raise the floor of the setting timed then.
+    dit_frame_s = dit_macs / gemm.best  # one frame through one DiT row, at the floor
+    vocoder_frame_s = vocoder_macs / fp32_gemm.best
     for timing in out["settings"].values():
-        floor_s = dit_macs * timing["dit_rows"] * timing["dit_evaluations"] / gemm.best
-        timing["dit_floor_s"] = floor_s
-        timing["dit_floor_real_time_factor"] = floor_s / audio_s
+        row_evaluations = timing["dit_rows"] * timing["dit_evaluations"]
+        timing["dit_floor_s"] = frames * row_evaluations * dit_frame_s
+        timing["dit_floor_real_time_factor"] = timing["dit_floor_s"] / audio_s
+        offline_s = timing["dit_floor_s"] + frames * vocoder_frame_s
+        timing["floor_real_time_factor"] = offline_s / audio_s
+        stream_s = (
+            timing["stream_solved_frames"] * row_evaluations * dit_frame_s
+            + timing["stream_vocoded_frames"] * vocoder_frame_s
+        )
+        timing["stream_floor_real_time_factor"] = stream_s / audio_s
     out["audio_s"] = audio_s
     out["int8_gemm_gmac_per_s"] = gemm.best / 1e9
-    out["dit_weight_multiply_adds_per_frame"] = dit_macs // frames
+    out["fp32_gemm_gmac_per_s"] = fp32_gemm.best / 1e9
+    out["dit_weight_multiply_adds_per_frame"] = dit_macs
+    out["vocoder_multiply_adds_per_frame"] = vocoder_macs
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
 def timed_stream(t2w: Any, codes: np.ndarray, config: Any, settings: Any, noise: np.ndarray) -> Any:
     """The stream with codes pushed one at a time; each chunk's latency (seconds from the
-    push that completed it, or from the finish, to its audio)."""
+    push that completed it, or from the finish, to its audio); the frames the stream's DiT
+    solves and its vocoder runs saw."""
     from omniforge.runtime.speak import Spoken
     from omniforge.runtime.token2wav import Token2WavStream
 
@@ -164,7 +188,7 @@ def timed_stream(t2w: Any, codes: np.ndarray, config: Any, settings: Any, noise:
     spoken = Spoken(
         np.concatenate(chunks), seconds, seconds if first is None else first, len(chunks)
     )
-    return spoken, latencies
+    return spoken, latencies, (streaming.solved_frames, streaming.vocoded_frames)
 
 
 def kept_wavs(listen_dir: Path, who: str, entry: Any) -> dict[str, np.ndarray] | None:

@@ -364,6 +364,10 @@ class Token2WavStream:
         self._noise = np.zeros((1, 0, token2wav.mel_dim), np.float32)
         self._mel = np.zeros((1, token2wav.mel_dim, 0), np.float32)
         self._rendered = 0  # mel frames whose audio has been returned
+        # The work done so far, context included: the frames of every window the ODE solved
+        # (each solve runs every DiT evaluation on them) and of every vocoder run.
+        self.solved_frames = 0
+        self.vocoded_frames = 0
         self.finished = False
 
     def push(self, codes: Any) -> list[np.ndarray]:
@@ -428,6 +432,7 @@ class Token2WavStream:
         noise = self._noise_until(last)[:, first:last]
         codes = self.codes[:, first // MEL_FRAMES_PER_CODE : last // MEL_FRAMES_PER_CODE]
         mel = self.t2w.mel(codes, self.speaker, self.config, noise)
+        self.solved_frames += last - first
         return mel[:, :, start - first : end - first]
 
     def _render(self, start: int, end: int) -> np.ndarray:
@@ -436,6 +441,7 @@ class Token2WavStream:
         first = max(0, start - context)
         last = min(self._mel.shape[2], end + context)
         samples = self.t2w.waveform(self._mel[:, :, first:last])[0]
+        self.vocoded_frames += last - first
         return samples[(start - first) * SAMPLES_PER_FRAME : (end - first) * SAMPLES_PER_FRAME]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -126,16 +127,32 @@ def kv_variants(tiny_variants: dict[str, dict[str, Path]]) -> dict[str, Path]:
     return tiny_variants["talker_kv"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_project_build(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Future[Path] | None]:
+    """The tiny project's `dvc repro` starts with the session when a selected test uses it:
+    its minutes are spent in DVC's processes, beside the unit tests, not before its tests."""
+    if not any("tiny_project" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from project import make_project, say, small_run_params
+
+    say("  building the tiny project (dvc repro) in the background")
+    root = tmp_path_factory.mktemp("project")
+    with ThreadPoolExecutor(1, thread_name_prefix="tiny-project") as pool:
+        yield pool.submit(make_project, root, small_run_params({"preset": "tiny"}))
+
+
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_project(tiny_project_build: Future[Path] | None) -> Path:
     """This project on the tiny preset in a temporary git repository, after `dvc repro`.
 
     Shared by the end-to-end modules: a test that changes it works on a copy
     (``project.copy_project``) or puts back what it changed.
     """
-    from project import make_project, small_run_params
-
-    return make_project(tmp_path_factory.mktemp("project"), small_run_params({"preset": "tiny"}))
+    assert tiny_project_build is not None, "started for every session that uses it"
+    return tiny_project_build.result()
 
 
 @pytest.fixture(autouse=True, scope="module")

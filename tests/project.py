@@ -59,15 +59,19 @@ def run(
     args: list[str], cwd: Path, check: bool = True, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
     """A command in the project: its stdout and stderr are kept, and the stages DVC runs are
-    shown on the terminal as they start (the pipeline tests take minutes)."""
-    say(f"  $ {' '.join(args)}  (in {cwd.name})")
+    shown on the terminal as they start (the pipeline tests take minutes). A command run in
+    the background (conftest's ``tiny_project_build``) shows nothing: pytest's capture
+    belongs to the test running meanwhile."""
+    echo = threading.current_thread() is threading.main_thread()
+    if echo:
+        say(f"  $ {' '.join(args)}  (in {cwd.name})")
     with subprocess.Popen(
         args, cwd=cwd, env=project_env(cwd), stdout=PIPE, stderr=PIPE, text=True
     ) as process:
         out: list[str] = []
         err: list[str] = []
         readers = [
-            threading.Thread(target=_read, args=(process.stdout, out, True)),
+            threading.Thread(target=_read, args=(process.stdout, out, echo)),
             threading.Thread(target=_read, args=(process.stderr, err, False)),
         ]
         for reader in readers:

@@ -118,17 +118,21 @@ def assert_kept_while_unchanged(
         assert timed_again(other) == ["benchmark of chain (torch)"]
 
 
-def test_a_set_without_every_link_is_not_measured_and_says_why(
-    token2wav_published: Path, tmp_path: Path
-) -> None:
-    """A pipeline built for some components (Token2Wav alone here) completes: the chain's
-    report and timeline name the links it lacks, and no reply is written."""
-    params = Params.model_validate({"model": {"preset": "tiny"}})
-    report = benchmark_chain(params, token2wav_published, QUESTION)
+def test_a_build_without_every_link_is_not_measured_and_says_why(tmp_path: Path) -> None:
+    """A pipeline built for some components (no encoder nor Token2Wav here) completes: the
+    chain's report and timeline name what params.yaml does not build; no reply is written."""
+    params = Params.model_validate(
+        {
+            "model": {"preset": "tiny"},
+            "components": ["projection", "talker_fused"],
+            "assemblies": [],
+        }
+    )
+    report = benchmark_chain(params, tmp_path / "no-published-set", QUESTION)
     assert report.pop("waveforms") == {}
     assert report == {
-        "not_measured": "no published encoder, projection, talker: the chain needs encoder, "
-        "projection, talker, token2wav (params.yaml's components and assemblies)"
+        "not_measured": "params.yaml builds no audio_encoder, talker_kv, token2wav: the chain "
+        "runs audio_encoder, projection, talker_kv, token2wav (components and assemblies)"
     }
     write_replies(tmp_path / "listen", {})
     assert list((tmp_path / "listen").iterdir()) == []

@@ -9,7 +9,6 @@ from torch import nn
 
 from omniforge.benchmark.compute import (
     PROBE_DEPTH,
-    PROBE_WIDTH,
     Fp32GemmProbe,
     Int8GemmProbe,
     weight_multiply_adds,
@@ -37,7 +36,7 @@ def test_every_variant_multiplies_each_row_by_every_linear_weight_of_the_module(
 
 def test_the_int8_gemm_probe_measures_a_rate_and_keeps_the_best() -> None:
     probe = Int8GemmProbe(threads=1, rows=16)
-    assert probe.multiply_adds == 16 * PROBE_DEPTH * PROBE_WIDTH
+    assert probe.multiply_adds == 16 * PROBE_DEPTH * Int8GemmProbe.width
     rates = [probe.measure(repeats=2) for _ in range(3)]
     assert min(rates) > 0
     assert probe.best == max(rates)
@@ -81,7 +80,9 @@ def test_the_vocoders_convolutions_cost_what_torch_counts_per_frame(
     assert conv_multiply_adds_per_frame(graph) == expected > 0
 
 
-def test_the_fp32_gemm_probe_is_slower_than_the_int8_one_on_the_same_rows() -> None:
-    fp32, int8 = Fp32GemmProbe(threads=1, rows=64), Int8GemmProbe(threads=1, rows=64)
-    assert fp32.multiply_adds == int8.multiply_adds == 64 * PROBE_DEPTH * PROBE_WIDTH
-    assert 0 < max(fp32.measure(2) for _ in range(2)) < max(int8.measure(2) for _ in range(2))
+def test_the_fp32_gemm_probe_measures_a_rate_and_keeps_the_best() -> None:
+    probe = Fp32GemmProbe(threads=1, rows=16)
+    assert probe.multiply_adds == 16 * PROBE_DEPTH * Fp32GemmProbe.width
+    rates = [probe.measure(repeats=2) for _ in range(3)]
+    assert min(rates) > 0
+    assert probe.best == max(rates)

@@ -54,12 +54,14 @@ PROJECTED_MS = {
     "overhead": 10,
     "first_audio": 120,
 }
-FP32_SET = {
-    "encoder": "audio_encoder/fp32",
-    "projection": "projection/fp32",
-    "talker": "talker_kv/fp32",
-    "token2wav": "token2wav/fp32",
+# What fills each link of the fp32 set: a component or assembly of params.yaml, as fp32.
+CHAIN_BUILDS = {
+    "encoder": "audio_encoder",
+    "projection": "projection",
+    "talker": "talker_kv",
+    "token2wav": "token2wav",
 }
+FP32_SET = {link: f"{name}/fp32" for link, name in CHAIN_BUILDS.items()}
 # What a run of the chain reports per link (ms), as LinkTimes names them.
 LINK_FIELDS = (
     "features_ms",
@@ -254,16 +256,19 @@ def benchmark_chain(
 
     ``previous`` and ``listen``: the stage's last report and the folder of its replies; when
     the fingerprint is unchanged and the replies are still the files the report recorded,
-    both are kept (and the fp32 set still checked against today's gate)."""
+    both are kept (and the fp32 set still checked against today's gate). A build whose
+    params.yaml lacks one of the chain's components times nothing: the report is only why
+    (``not_measured``)."""
     from omniforge.children import run_in_child
     from omniforge.runtime.token2wav import snr_db
-    from omniforge.runtime.voice import LINKS, fastest_published, missing_links
+    from omniforge.runtime.voice import fastest_published
 
-    missing = missing_links(published)
-    if missing:  # a pipeline built for some components: nothing to chain, and it says so
+    built = {*params.components, *params.assemblies}
+    unbuilt = [name for name in CHAIN_BUILDS.values() if name not in built]
+    if unbuilt:  # a pipeline built for some components: nothing to chain, and it says so
         reason = (
-            f"no published {', '.join(missing)}: the chain needs {', '.join(LINKS)} "
-            "(params.yaml's components and assemblies)"
+            f"params.yaml builds no {', '.join(unbuilt)}: the chain runs "
+            f"{', '.join(CHAIN_BUILDS.values())} (components and assemblies)"
         )
         log.warning("chain: not measured: %s", reason)
         return {NOT_MEASURED: reason, "waveforms": {}}

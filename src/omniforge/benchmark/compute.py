@@ -7,24 +7,25 @@ rate of onnxruntime's int8 GEMM (``DynamicQuantizeMatMul``, the fastest CPU matm
 on AMX tiles, VNNI or AVX2, whichever the CPU has), measured at the prompt's row count. A
 graph of fp32 convolutions (Token2Wav's vocoder) is bounded by its convolutions'
 multiply-adds over the rate of onnxruntime's fp32 GEMM (``MatMul``), which its convolutions
-run on. The probes' weights fit a large last-level cache, so their rates are, if anything,
-higher than the graphs' own products reach: the floors stay lower bounds.
+run on. The probes' weights (8 MiB) fit these CPUs' last-level cache and, at the rows they run
+(the graph's positions or frames), both GEMMs are bound by arithmetic: a graph's own products,
+of less regular shapes, are not expected to run faster, so the floors are lower bounds in
+practice (measured, not proved).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 # Nodes of our graphs (fp32, int8 by quantize_dynamic) that multiply by a weight initializer,
 # their input 1; MatMulNBits (int4) states its K x N.
 WEIGHT_MATMULS = {"MatMul", "Gemm", "DynamicQuantizeMatMul"}
-# The probes' weight: [depth, width] (8 MiB in int8, 32 in fp32), wide enough to keep both
-# cores busy.
-PROBE_DEPTH, PROBE_WIDTH = 1024, 8192
+# The probes' weight is [depth, the probe's width], wide enough to keep both cores busy.
+PROBE_DEPTH = 1024
 CONVOLUTIONS = {"Conv", "ConvTranspose"}
 
 
@@ -69,12 +70,17 @@ def conv_multiply_adds_per_frame(model_file: Path, frames_axis: int = -1) -> int
 
     model = onnx.load(str(model_file), load_external_data=False)
     kernels = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+    inputs = [value.name for value in model.graph.input if value.name not in kernels]
+    if len(inputs) != 1:
+        raise ValueError(
+            f"{model_file}: convolutions are counted per frame of one input, not {inputs}"
+        )
 
     def multiply_adds(frames: int) -> int:
         sized = onnx.ModelProto()
         sized.CopyFrom(model)
         sized.graph.ClearField("value_info")  # the export's symbolic shapes: inferred anew
-        (value,) = sized.graph.input
+        (value,) = [value for value in sized.graph.input if value.name == inputs[0]]
         dims = value.type.tensor_type.shape.dim
         dims[0].dim_value = 1
         dims[frames_axis].dim_value = frames
@@ -90,8 +96,10 @@ def conv_multiply_adds_per_frame(model_file: Path, frames_axis: int = -1) -> int
         for node in inferred.graph.node:
             if node.op_type not in CONVOLUTIONS:
                 continue
+            if node.input[1] not in kernels:
+                raise ValueError(f"{model_file}: {node.name}'s kernel is computed, not a weight")
             positions = shapes.get(node.output[0] if node.op_type == "Conv" else node.input[0])
-            if not positions or None in positions or node.input[1] not in kernels:
+            if not positions or None in positions:
                 raise ValueError(f"{model_file}: the shape around {node.name} is not inferred")
             total += int(np.prod(positions)) * int(np.prod(kernels[node.input[1]][1:]))
         return total
@@ -99,68 +107,33 @@ def conv_multiply_adds_per_frame(model_file: Path, frames_axis: int = -1) -> int
     return (multiply_adds(200) - multiply_adds(100)) // 100
 
 
-def int8_gemm_graph(rows: int) -> bytes:
-    """One ``DynamicQuantizeMatMul`` of [rows, depth] fp32 by a seeded int8 weight."""
-    from onnx import helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weight = rng.integers(-127, 128, size=(PROBE_DEPTH, PROBE_WIDTH), dtype=np.int8)
-    scale = np.full(PROBE_WIDTH, 1e-3, dtype=np.float32)
-    node = helper.make_node(
-        "DynamicQuantizeMatMul", ["x", "weight", "scale"], ["y"], domain="com.microsoft"
-    )
-    initializers = [
-        numpy_helper.from_array(weight, "weight"),
-        numpy_helper.from_array(scale, "scale"),
-    ]
-    return gemm_graph(node, rows, initializers)
-
-
-def fp32_gemm_graph(rows: int) -> bytes:
-    """One ``MatMul`` of [rows, depth] fp32 by a seeded fp32 weight."""
-    from onnx import helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weight = rng.standard_normal((PROBE_DEPTH, PROBE_WIDTH), dtype=np.float32)
-    node = helper.make_node("MatMul", ["x", "weight"], ["y"])
-    return gemm_graph(node, rows, [numpy_helper.from_array(weight, "weight")])
-
-
-def gemm_graph(node: Any, rows: int, initializers: list[Any]) -> bytes:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [node],
-        "gemm_probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, PROBE_DEPTH])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, PROBE_WIDTH])],
-        initializers,
-    )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    return helper.make_model(graph, opset_imports=opsets, ir_version=10).SerializeToString()
-
-
 class GemmProbe:
-    """Multiply-adds per second of one of onnxruntime's GEMMs (``graph(rows)``) at ``rows``
-    rows, best of a few runs, on ``threads`` threads (the process's shared pool, if it has
-    one)."""
+    """Multiply-adds per second of one of onnxruntime's GEMMs at ``rows`` rows of [rows,
+    depth] fp32 by a seeded [depth, ``width``] weight, best of a few runs, on ``threads``
+    threads (the process's shared pool, if it has one)."""
 
-    def __init__(self, threads: int, rows: int, graph: Any) -> None:
+    name: ClassVar[str]
+    width: ClassVar[int]
+
+    def __init__(self, threads: int, rows: int) -> None:
         import onnxruntime as ort
 
         from omniforge.runtime.session import CPU_PROVIDERS, session_options
 
         self.session: Any = ort.InferenceSession(
-            graph(rows),
-            sess_options=session_options(threads, "a GEMM probe"),
+            self.model(rows),
+            sess_options=session_options(threads, self.name),
             providers=CPU_PROVIDERS,
         )
         self.feeds = {
             "x": np.random.default_rng(1).standard_normal((rows, PROBE_DEPTH), np.float32)
         }
-        self.multiply_adds = rows * PROBE_DEPTH * PROBE_WIDTH
+        self.multiply_adds = rows * PROBE_DEPTH * self.width
         self.best = 0.0
         self.session.run(None, self.feeds)  # prepacks the weight
+
+    def model(self, rows: int) -> bytes:
+        raise NotImplementedError
 
     def measure(self, repeats: int = 5) -> float:
         """This measurement's rate; ``self.best`` keeps the best of every measurement."""
@@ -173,16 +146,53 @@ class GemmProbe:
         self.best = max(self.best, rate)
         return rate
 
+    def _model(self, node: Any, rows: int, weights: list[Any], opsets: list[Any]) -> bytes:
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [node],
+            self.name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, PROBE_DEPTH])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, self.width])],
+            weights,
+        )
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=10)
+        return model.SerializeToString()
+
 
 class Int8GemmProbe(GemmProbe):
-    """The int8 GEMM (``DynamicQuantizeMatMul``): the fastest matmul onnxruntime has."""
+    """``DynamicQuantizeMatMul``, int8 weights: the fastest matmul onnxruntime has on a CPU."""
 
-    def __init__(self, threads: int, rows: int) -> None:
-        super().__init__(threads, rows, int8_gemm_graph)
+    name = "the int8 GEMM probe"
+    width = 8192  # 8 MiB of int8
+
+    def model(self, rows: int) -> bytes:
+        from onnx import helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        weight = rng.integers(-127, 128, size=(PROBE_DEPTH, self.width), dtype=np.int8)
+        scale = np.full(self.width, 1e-3, dtype=np.float32)
+        node = helper.make_node(
+            "DynamicQuantizeMatMul", ["x", "weight", "scale"], ["y"], domain="com.microsoft"
+        )
+        weights = [
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(scale, "scale"),
+        ]
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        return self._model(node, rows, weights, opsets)
 
 
 class Fp32GemmProbe(GemmProbe):
-    """The fp32 GEMM (``MatMul``): what fp32 convolutions run on."""
+    """``MatMul``, fp32 weights: the GEMM fp32 convolutions run on."""
 
-    def __init__(self, threads: int, rows: int) -> None:
-        super().__init__(threads, rows, fp32_gemm_graph)
+    name = "the fp32 GEMM probe"
+    width = 2048  # 8 MiB of fp32
+
+    def model(self, rows: int) -> bytes:
+        from onnx import helper, numpy_helper
+
+        weight = np.random.default_rng(0).standard_normal((PROBE_DEPTH, self.width), np.float32)
+        node = helper.make_node("MatMul", ["x", "weight"], ["y"])
+        weights = [numpy_helper.from_array(weight, "weight")]
+        return self._model(node, rows, weights, [helper.make_opsetid("", 17)])

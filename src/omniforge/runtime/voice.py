@@ -120,32 +120,22 @@ def fastest_published(published: Path, setting: str | None = None) -> dict[str, 
     ``setting`` it will run (a name of params.yaml's ``token2wav.settings``; None or a setting
     it was not timed at: transformers' defaults). An ArtifactError names a link the set does
     not hold."""
-    candidates = _link_candidates(published)
-    missing = [link for link, entries in candidates.items() if not entries]
-    if missing:
-        raise ArtifactError(
-            f"{published}: no published {', '.join(missing)} (a voice pipeline needs "
-            f"{', '.join(LINKS)}): run the pipeline with it in params.yaml"
-        )
-    return {
-        link: min(entries, key=lambda e: (_score(e, link, setting), e.name)).name
-        for link, entries in candidates.items()
-    }
-
-
-def missing_links(published: Path) -> list[str]:
-    """The links of the chain the published set holds no artifact for."""
-    return [link for link, entries in _link_candidates(published).items() if not entries]
-
-
-def _link_candidates(published: Path) -> dict[str, list[ArtifactEntry]]:
     manifest = load_manifest(Path(published))
-    return {
+    candidates = {
         "encoder": [a for a in manifest.artifacts if a.component == AUDIO_ENCODER],
         "projection": [a for a in manifest.artifacts if a.component == PROJECTION],
         "talker": [a for a in manifest.artifacts if a.graph_kind == KV_CACHE],
         "token2wav": [a for a in manifest.artifacts if a.component == TOKEN2WAV],
     }
+    chosen = {}
+    for link, entries in candidates.items():
+        if not entries:
+            raise ArtifactError(
+                f"{published}: no published {link} (a voice pipeline needs "
+                f"{', '.join(LINKS)}): run the pipeline with it in params.yaml"
+            )
+        chosen[link] = min(entries, key=lambda e: (_score(e, link, setting), e.name)).name
+    return chosen
 
 
 class VoicePipeline:

@@ -10,6 +10,7 @@ from torch import nn
 from omniforge.benchmark.compute import (
     PROBE_DEPTH,
     Fp32GemmProbe,
+    GemmProbe,
     Int8GemmProbe,
     weight_multiply_adds,
 )
@@ -34,9 +35,10 @@ def test_every_variant_multiplies_each_row_by_every_linear_weight_of_the_module(
     assert counted == dict.fromkeys(counted, expected)
 
 
-def test_the_int8_gemm_probe_measures_a_rate_and_keeps_the_best() -> None:
-    probe = Int8GemmProbe(threads=1, rows=16)
-    assert probe.multiply_adds == 16 * PROBE_DEPTH * Int8GemmProbe.width
+@pytest.mark.parametrize("probe_kind", [Int8GemmProbe, Fp32GemmProbe])
+def test_a_gemm_probe_measures_a_rate_and_keeps_the_best(probe_kind: type[GemmProbe]) -> None:
+    probe = probe_kind(threads=1, rows=16)
+    assert probe.multiply_adds == 16 * PROBE_DEPTH * probe_kind.width
     rates = [probe.measure(repeats=2) for _ in range(3)]
     assert min(rates) > 0
     assert probe.best == max(rates)
@@ -78,11 +80,3 @@ def test_the_vocoders_convolutions_cost_what_torch_counts_per_frame(
     expected = (multiply_adds(200) - multiply_adds(100)) // 100
     graph = tiny_variants["token2wav_vocoder"]["fp32"] / "model.onnx"
     assert conv_multiply_adds_per_frame(graph) == expected > 0
-
-
-def test_the_fp32_gemm_probe_measures_a_rate_and_keeps_the_best() -> None:
-    probe = Fp32GemmProbe(threads=1, rows=16)
-    assert probe.multiply_adds == 16 * PROBE_DEPTH * Fp32GemmProbe.width
-    rates = [probe.measure(repeats=2) for _ in range(3)]
-    assert min(rates) > 0
-    assert probe.best == max(rates)

@@ -43,7 +43,7 @@ from omniforge.runtime.token2wav import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 INPUT_RATE = 16_000
-# The report's one key when the published set lacks a link: why the chain was not measured.
+# The report's one key when params.yaml builds no component of a link: why nothing was timed.
 NOT_MEASURED = "not_measured"
 # The voice team's projection, never run (ms): what the measured table stands beside.
 PROJECTED_MS = {

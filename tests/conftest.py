@@ -136,12 +136,17 @@ def tiny_project_build(
     if not any("tiny_project" in item.fixturenames for item in request.session.items):
         yield None
         return
-    from project import make_project, say, small_run_params
+    from project import make_project, say, small_run_params, stop_background
 
     say("  building the tiny project (dvc repro) in the background")
     root = tmp_path_factory.mktemp("project")
     with ThreadPoolExecutor(1, thread_name_prefix="tiny-project") as pool:
-        yield pool.submit(make_project, root, small_run_params({"preset": "tiny"}))
+        build = pool.submit(make_project, root, small_run_params({"preset": "tiny"}))
+        try:
+            yield build
+        finally:  # a session stopped early (-x, Ctrl-C) does not wait minutes for the build
+            if not build.done():
+                stop_background()
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -55,6 +57,20 @@ def _read(stream: IO[str], lines: list[str], echo: bool) -> None:
             say(f"    {line.rstrip()}")
 
 
+# Commands run in the background (conftest's ``tiny_project_build``), each in a process
+# group of its own: a session that ends before them stops them, DVC's stages with them.
+BACKGROUND: set[subprocess.Popen[str]] = set()
+STOPPING = threading.Event()
+
+
+def stop_background() -> None:
+    """Kill the background commands (and refuse new ones): the session is ending."""
+    STOPPING.set()
+    for process in list(BACKGROUND):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def run(
     args: list[str], cwd: Path, check: bool = True, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:
@@ -62,16 +78,26 @@ def run(
     shown on the terminal as they start (the pipeline tests take minutes). A command run in
     the background (conftest's ``tiny_project_build``) shows nothing: pytest's capture
     belongs to the test running meanwhile."""
-    echo = threading.current_thread() is threading.main_thread()
-    if echo:
+    background = threading.current_thread() is not threading.main_thread()
+    if background and STOPPING.is_set():
+        raise AssertionError(f"{args}: not run, the test session is ending")
+    if not background:
         say(f"  $ {' '.join(args)}  (in {cwd.name})")
     with subprocess.Popen(
-        args, cwd=cwd, env=project_env(cwd), stdout=PIPE, stderr=PIPE, text=True
+        args,
+        cwd=cwd,
+        env=project_env(cwd),
+        stdout=PIPE,
+        stderr=PIPE,
+        text=True,
+        start_new_session=background,
     ) as process:
+        if background:
+            BACKGROUND.add(process)
         out: list[str] = []
         err: list[str] = []
         readers = [
-            threading.Thread(target=_read, args=(process.stdout, out, echo)),
+            threading.Thread(target=_read, args=(process.stdout, out, not background)),
             threading.Thread(target=_read, args=(process.stderr, err, False)),
         ]
         for reader in readers:
@@ -82,6 +108,7 @@ def run(
             process.kill()
             raise
         finally:
+            BACKGROUND.discard(process)
             for reader in readers:
                 reader.join()
     result = subprocess.CompletedProcess(args, process.returncode, "".join(out), "".join(err))
